@@ -1,0 +1,44 @@
+//! The sockbox guest SDK: everything a sandboxed socket server needs, and nothing it can get wrong.
+//!
+//! - [`net`]: async TCP listener and stream, async UDP socket, over WASI 0.2 pollables on the
+//!   `wstd` reactor. Each type owns its streams and pollables and drops them before their socket,
+//!   so no guest can trap with "resource has children".
+//! - [`control`]: the addresses the host granted, the ready announcement, the shutdown signal.
+//! - [`serve`]: accept loops that serve many clients at once and stop cleanly on shutdown.
+//! - [`wire`]: the frame and line codecs (pure code over bytes).
+//!
+//! A guest's `main` is usually `sockbox_guest::run(async { ... })` around one of the
+//! [`serve`] helpers.
+
+pub mod control;
+pub mod net;
+pub mod serve;
+
+pub use sockbox_wire as wire;
+pub use wstd::runtime::spawn;
+pub use wstd::task::sleep;
+pub use wstd::time::Duration;
+
+use std::future::Future;
+use std::process::ExitCode;
+
+/// Runs the guest's async main on the WASI reactor and turns an error into exit status 1
+/// with the error chain on stderr (the host reports it as a guest failure).
+pub fn run<F, E>(main: F) -> ExitCode
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    match wstd::runtime::block_on(main) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The guest's command-line arguments after the program name (`sockbox run g -- ARGS`).
+pub fn args() -> Vec<String> {
+    std::env::args().skip(1).collect()
+}

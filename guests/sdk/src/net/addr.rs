@@ -1,0 +1,52 @@
+//! Conversions between `std::net` addresses and WASI's.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use wasip2::sockets::network::{
+    IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, Ipv6SocketAddress,
+};
+
+pub(crate) fn from_wasi(addr: IpSocketAddress) -> SocketAddr {
+    match addr {
+        IpSocketAddress::Ipv4(Ipv4SocketAddress {
+            address: (a, b, c, d),
+            port,
+        }) => SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), port)),
+        IpSocketAddress::Ipv6(Ipv6SocketAddress {
+            address: s,
+            port,
+            flow_info,
+            scope_id,
+        }) => {
+            let ip = Ipv6Addr::new(s.0, s.1, s.2, s.3, s.4, s.5, s.6, s.7);
+            SocketAddr::V6(SocketAddrV6::new(ip, port, flow_info, scope_id))
+        }
+    }
+}
+
+pub(crate) fn to_wasi(addr: SocketAddr) -> IpSocketAddress {
+    match addr {
+        SocketAddr::V4(v4) => {
+            let [a, b, c, d] = v4.ip().octets();
+            IpSocketAddress::Ipv4(Ipv4SocketAddress {
+                address: (a, b, c, d),
+                port: v4.port(),
+            })
+        }
+        SocketAddr::V6(v6) => {
+            let s = v6.ip().segments();
+            IpSocketAddress::Ipv6(Ipv6SocketAddress {
+                address: (s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]),
+                port: v6.port(),
+                flow_info: v6.flowinfo(),
+                scope_id: v6.scope_id(),
+            })
+        }
+    }
+}
+
+pub(crate) fn family(addr: SocketAddr) -> IpAddressFamily {
+    match addr {
+        SocketAddr::V4(_) => IpAddressFamily::Ipv4,
+        SocketAddr::V6(_) => IpAddressFamily::Ipv6,
+    }
+}

@@ -1,0 +1,291 @@
+//! Decision events: the JSON line `--audit` appends for every capability decision, and the
+//! one stderr line a person sees for a denial.
+//!
+//! The line's shape is part of the outside contract (scripts and CI parse it), so the fields
+//! and their order are fixed here and tested.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+use chrono::{SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::policy::{Use, Verdict, is_implicit_bind_addr, suggest_grant};
+
+/// `"allow"` or `"deny"` in the audit line.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Allow,
+    Deny,
+}
+
+/// One capability decision. Field order is the order of the JSON keys.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// RFC 3339, UTC.
+    pub ts: String,
+    pub guest: String,
+    #[serde(rename = "use")]
+    pub use_: String,
+    /// `ip:port`, or the name for `dns`.
+    pub addr: String,
+    pub decision: Decision,
+    /// The matched rule as the user wrote it, or a `default: ...` explanation; null if denied.
+    pub rule: Option<String>,
+}
+
+impl AuditEvent {
+    pub fn new(
+        guest: impl Into<String>,
+        use_: Use,
+        addr: impl fmt::Display,
+        allowed: bool,
+        rule: Option<String>,
+    ) -> AuditEvent {
+        AuditEvent {
+            ts: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+            guest: guest.into(),
+            use_: use_.to_string(),
+            addr: addr.to_string(),
+            decision: if allowed {
+                Decision::Allow
+            } else {
+                Decision::Deny
+            },
+            rule,
+        }
+    }
+
+    pub fn from_verdict(guest: impl Into<String>, v: &Verdict) -> AuditEvent {
+        AuditEvent::new(guest, v.use_, v.addr, v.allowed, v.rule.clone())
+    }
+
+    pub fn allowed(&self) -> bool {
+        self.decision == Decision::Allow
+    }
+
+    /// The JSON object, without the trailing newline.
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).expect("an audit event always serializes")
+    }
+}
+
+/// The one stderr line for a denial: the use, the address and the grant that would allow it.
+pub fn denial_message(ev: &AuditEvent) -> String {
+    let guest = &ev.guest;
+    let use_: Option<Use> = ev.use_.parse().ok();
+    let addr: Option<SocketAddr> = ev.addr.parse().ok();
+    if let (Some(u @ (Use::TcpConnect | Use::UdpSend)), Some(a)) = (use_, addr)
+        && is_implicit_bind_addr(a)
+    {
+        // Denied at the bind before the connect/send, so the destination is not known.
+        return format!(
+            "sockbox: denied {u} from an unbound socket (guest {guest:?}): the policy grants \
+             no {u}; to allow it add {}",
+            suggest_grant(u, &ev.addr)
+        );
+    }
+    let Some(u) = use_ else {
+        return format!("sockbox: denied {} {} (guest {guest:?})", ev.use_, ev.addr);
+    };
+    let preposition = match u {
+        Use::TcpListen | Use::UdpBind => "on",
+        Use::TcpAccept | Use::UdpRecv => "from",
+        Use::TcpConnect | Use::UdpSend => "to",
+        Use::Dns => "for",
+    };
+    format!(
+        "sockbox: denied {u} {preposition} {} (guest {guest:?}); to allow it add {}",
+        ev.addr,
+        suggest_grant(u, &ev.addr)
+    )
+}
+
+/// An append-only JSONL file of audit events, shared by every guest of a run.
+#[derive(Debug)]
+pub struct AuditLog {
+    // One `write_all` per line on an O_APPEND file: lines from concurrent writers (even other
+    // processes) do not interleave, and nothing is lost in a buffer if the host is killed.
+    file: Mutex<File>,
+}
+
+impl AuditLog {
+    pub fn open(path: impl AsRef<Path>) -> Result<AuditLog> {
+        let path = path.as_ref();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open audit log {}", path.display()))?;
+        Ok(AuditLog {
+            file: Mutex::new(file),
+        })
+    }
+
+    pub fn write(&self, ev: &AuditEvent) -> io::Result<()> {
+        let mut line = ev.to_json_line();
+        line.push('\n');
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        file.write_all(line.as_bytes())?;
+        file.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Gate, Policy, SocketOp};
+
+    fn event(use_: Use, addr: &str, allowed: bool, rule: Option<&str>) -> AuditEvent {
+        AuditEvent::new("proxy", use_, addr, allowed, rule.map(String::from))
+    }
+
+    #[test]
+    fn the_line_has_the_contract_keys_in_order() {
+        let mut ev = event(Use::TcpConnect, "10.0.0.5:80", false, None);
+        ev.ts = "2025-01-02T03:04:05.678Z".into();
+        assert_eq!(
+            ev.to_json_line(),
+            r#"{"ts":"2025-01-02T03:04:05.678Z","guest":"proxy","use":"tcp-connect","addr":"10.0.0.5:80","decision":"deny","rule":null}"#
+        );
+        let mut ev = event(
+            Use::Dns,
+            "db.test",
+            true,
+            Some("policy.toml:3: allow \"dns=*.test\""),
+        );
+        ev.ts = "2025-01-02T03:04:05.678Z".into();
+        assert_eq!(
+            ev.to_json_line(),
+            r#"{"ts":"2025-01-02T03:04:05.678Z","guest":"proxy","use":"dns","addr":"db.test","decision":"allow","rule":"policy.toml:3: allow \"dns=*.test\""}"#
+        );
+    }
+
+    #[test]
+    fn the_timestamp_is_rfc3339_utc() {
+        let ev = event(
+            Use::TcpListen,
+            "127.0.0.1:7000",
+            true,
+            Some("--listen 127.0.0.1:7000"),
+        );
+        let parsed = chrono::DateTime::parse_from_rfc3339(&ev.ts).unwrap();
+        assert_eq!(parsed.offset().local_minus_utc(), 0);
+        assert!(ev.ts.ends_with('Z'), "{}", ev.ts);
+        let v: serde_json::Value = serde_json::from_str(&ev.to_json_line()).unwrap();
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 6);
+    }
+
+    #[test]
+    fn events_come_from_gate_verdicts() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let gate = Gate::new(Policy::from_flags(&s(&["[::1]:7000"]), &[], &[]).unwrap());
+        let v = gate.check(SocketOp::TcpListen, "[::1]:7000".parse().unwrap());
+        let ev = AuditEvent::from_verdict("echo", &v);
+        assert_eq!(
+            (ev.use_.as_str(), ev.addr.as_str(), ev.allowed()),
+            ("tcp-listen", "[::1]:7000", true)
+        );
+        assert_eq!(ev.rule.as_deref(), Some("--listen [::1]:7000"));
+    }
+
+    #[test]
+    fn denials_say_what_to_add() {
+        let table = [
+            (
+                Use::TcpConnect,
+                "127.0.0.1:5432",
+                "sockbox: denied tcp-connect to 127.0.0.1:5432 (guest \"proxy\"); to allow it \
+                 add --allow tcp-connect=127.0.0.1:5432",
+            ),
+            (
+                Use::TcpListen,
+                "127.0.0.1:7000",
+                "sockbox: denied tcp-listen on 127.0.0.1:7000 (guest \"proxy\"); to allow it \
+                 add --listen 127.0.0.1:7000",
+            ),
+            (
+                Use::UdpBind,
+                "[::1]:9000",
+                "sockbox: denied udp-bind on [::1]:9000 (guest \"proxy\"); to allow it add \
+                 --udp [::1]:9000",
+            ),
+            (
+                Use::TcpAccept,
+                "192.0.2.9:40000",
+                "sockbox: denied tcp-accept from 192.0.2.9:40000 (guest \"proxy\"); to allow \
+                 it add --allow tcp-accept=192.0.2.9",
+            ),
+            (
+                Use::Dns,
+                "db.test",
+                "sockbox: denied dns for db.test (guest \"proxy\"); to allow it add --allow \
+                 dns=db.test",
+            ),
+            (
+                Use::TcpConnect,
+                "0.0.0.0:0",
+                "sockbox: denied tcp-connect from an unbound socket (guest \"proxy\"): the \
+                 policy grants no tcp-connect; to allow it add --allow tcp-connect=<ip:port>",
+            ),
+        ];
+        for (use_, addr, want) in table {
+            assert_eq!(denial_message(&event(use_, addr, false, None)), want);
+        }
+    }
+
+    #[test]
+    fn the_log_appends_one_line_per_event() {
+        let dir = std::env::temp_dir().join(format!("sockbox-audit-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.jsonl");
+        let _ = std::fs::remove_file(&path);
+        {
+            let log = AuditLog::open(&path).unwrap();
+            log.write(&event(Use::TcpConnect, "10.0.0.5:80", false, None))
+                .unwrap();
+        }
+        // Reopening appends rather than truncating.
+        let log = AuditLog::open(&path).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..25 {
+                        log.write(&event(Use::UdpSend, "[::1]:9", true, Some("r")))
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 101);
+        for line in lines {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(v["decision"] == "allow" || v["decision"] == "deny");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_log_is_shareable_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<AuditLog>();
+    }
+
+    #[test]
+    fn opening_an_impossible_path_names_it() {
+        let err = AuditLog::open("/nonexistent-dir/audit.jsonl").unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with("cannot open audit log /nonexistent-dir/audit.jsonl"),
+            "{err:#}"
+        );
+    }
+}

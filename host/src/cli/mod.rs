@@ -1,0 +1,72 @@
+//! Argument parsing and the subcommands. Exit status: 0 clean, 1 guest failure,
+//! 2 usage/policy/load error (nothing ran), 3 `--fail-on-denial` and a denial happened.
+
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Run untrusted socket servers as WebAssembly components, with exactly the network they are granted.
+#[derive(Parser, Debug)]
+#[command(name = "sockbox", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a guest with the network it is granted (deny by default).
+    Run(run::RunArgs),
+}
+
+/// A failure with the exit status it maps to.
+pub(crate) struct Failure {
+    pub(crate) status: u8,
+    pub(crate) error: anyhow::Error,
+}
+
+impl Failure {
+    /// Usage, policy or load error: nothing ran.
+    pub(crate) fn usage(error: anyhow::Error) -> Failure {
+        Failure { status: 2, error }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Logs go to stderr; stdout carries only `ready` lines and the guest's own output.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("SOCKBOX_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("sockbox: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run::run(args).await,
+        }
+    });
+    // Guests blocked in host calls must not keep the process alive once we decided to exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(status) => ExitCode::from(status),
+        Err(Failure { status, error }) => {
+            eprintln!("sockbox: error: {error:#}");
+            ExitCode::from(status)
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! `sockbox run`: one guest, its grants, its `ready` lines, its exit status.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::Failure;
+use sockbox::audit::AuditLog;
+use sockbox::{GuestExit, GuestSource, Policy, Sandbox};
+
+/// How long a guest gets to return after it was asked to stop.
+const GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Args, Debug)]
+pub(crate) struct RunArgs {
+    /// A built-in guest (echo, udp-echo, time, framing, chat, rcmd, proxy) or a .wasm component.
+    guest: String,
+    /// Grant TCP listen on ADDR and tell the guest to listen there (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<String>,
+    /// Grant UDP bind on ADDR and tell the guest to bind there (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    udp: Vec<String>,
+    /// Extra grant USE=PATTERN; USE is tcp-listen, tcp-accept, tcp-connect, udp-bind,
+    /// udp-send, udp-recv or dns (repeatable).
+    #[arg(long, value_name = "USE=PAT")]
+    allow: Vec<String>,
+    /// A TOML policy file, merged with the flags.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Append every capability decision to FILE as one JSON object per line.
+    #[arg(long, value_name = "FILE")]
+    audit: Option<PathBuf>,
+    /// Exit with status 3 if any operation was denied during the run.
+    #[arg(long)]
+    fail_on_denial: bool,
+    /// Arguments passed to the guest.
+    #[arg(last = true, value_name = "GUEST_ARGS")]
+    guest_args: Vec<String>,
+}
+
+pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
+    let mut policy =
+        Policy::from_flags(&args.listen, &args.udp, &args.allow).map_err(Failure::usage)?;
+    if let Some(file) = &args.policy {
+        policy = policy.merge(Policy::load(file).map_err(Failure::usage)?);
+    }
+    let source = GuestSource::parse(&args.guest);
+    let mut builder = Sandbox::builder(source)
+        .policy(policy)
+        .args(args.guest_args.iter().cloned())
+        .print_denials(true);
+    if let Some(path) = &args.audit {
+        let log = AuditLog::open(path)
+            .with_context(|| format!("cannot open the audit log {}", path.display()))
+            .map_err(Failure::usage)?;
+        builder = builder.audit_log(log);
+    }
+    let mut guest = builder.start().await.map_err(Failure::usage)?;
+
+    let mut sockets = guest.socket_watch();
+    let printer = tokio::spawn(async move {
+        while let Some(socket) = sockets.next().await {
+            // One line per socket, flushed at once: scripts wait for it.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "ready {socket}");
+            let _ = out.flush();
+        }
+    });
+
+    let signal = tokio::select! {
+        _ = guest.wait() => None,
+        signal = stop_signal() => Some(signal),
+    };
+    let exit = match signal {
+        // Without `control` there is no way to ask: stopping it is what the user wanted.
+        Some(signal) if !guest.uses_control() => {
+            tracing::info!(
+                "{signal}: stopping guest `{}` (it does not import control)",
+                guest.name()
+            );
+            guest.finish(Duration::ZERO).await;
+            GuestExit::Clean
+        }
+        Some(signal) => {
+            tracing::info!("{signal}: asking guest `{}` to stop", guest.name());
+            guest.request_shutdown();
+            guest.finish(GRACE).await
+        }
+        None => guest.finish(GRACE).await,
+    };
+    // Let a ready line that raced with the exit get printed, then stop the printer.
+    tokio::task::yield_now().await;
+    printer.abort();
+
+    let denials = guest.denials();
+    match exit {
+        GuestExit::Clean if args.fail_on_denial && denials > 0 => {
+            eprintln!("sockbox: {denials} operation(s) were denied (--fail-on-denial)");
+            Ok(3)
+        }
+        GuestExit::Clean => Ok(0),
+        other => {
+            eprintln!("sockbox: guest `{}` {other}", guest.name());
+            Ok(1)
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}

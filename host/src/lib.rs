@@ -1,0 +1,33 @@
+//! sockbox: run untrusted socket servers as WebAssembly components, with exactly the network
+//! they are granted.
+//!
+//! The entry point is [`Sandbox::builder`]: name a guest (a built-in such as `echo`, or any
+//! WASI 0.2 component), hand it a [`Policy`], start it, wait until its sockets are ready,
+//! watch every capability decision, and stop it.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use sockbox::{Policy, Sandbox};
+//! let policy = Policy::from_flags(&["127.0.0.1:0".into()], &[], &[])?;
+//! let mut guest = Sandbox::builder("echo").policy(policy).start().await?;
+//! let sockets = guest.ready().await?; // connections succeed from here on
+//! println!("echo listens on {}", sockets[0].addr);
+//! let exit = guest.stop(std::time::Duration::from_secs(5)).await;
+//! assert!(exit.is_clean());
+//! # Ok(()) }
+//! ```
+//!
+//! Modules: [`sandbox`] loads, instantiates, runs and stops guests; [`policy`] decides what a
+//! guest may do; [`audit`] records each decision; [`builtin`] holds the embedded guests.
+
+pub mod audit;
+pub mod builtin;
+pub mod policy;
+pub mod sandbox;
+
+pub use audit::AuditEvent;
+pub use policy::Policy;
+pub use sandbox::{
+    GuestExit, GuestSource, ReadySocket, RunningGuest, Sandbox, SandboxBuilder, SocketWatch,
+    Transport,
+};

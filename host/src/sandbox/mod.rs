@@ -1,0 +1,560 @@
+//! Load, instantiate, run and stop a guest: the one place where a sandbox is put together.
+//!
+//! [`SandboxBuilder`] gathers the guest, its [`Policy`] and where decisions go;
+//! [`SandboxBuilder::start`] compiles and instantiates the component (load errors surface
+//! here, before anything runs) and starts `wasi:cli/run` on the tokio runtime;
+//! [`RunningGuest`] waits for readiness, exposes decisions, asks the guest to stop and
+//! reports how it ended.
+
+mod control;
+mod engine;
+mod network;
+mod readiness;
+mod state;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Store, StoreLimitsBuilder};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+
+use crate::audit::{AuditEvent, AuditLog};
+use crate::policy::{Gate, Policy};
+use state::{Grants, HostState, Readiness, Shared};
+
+/// Most resources (sockets, streams, pollables...) one guest may hold at once; a guest that
+/// leaks handles fails on its own instead of growing the host's memory without bound.
+const MAX_RESOURCES: usize = 100_000;
+
+/// Where a guest's component comes from.
+#[derive(Clone, Debug)]
+pub enum GuestSource {
+    /// A built-in guest by name (`echo`, `time`, ...).
+    Builtin(String),
+    /// A component file.
+    File(PathBuf),
+    /// Component bytes, with the name used in logs and audit lines.
+    Bytes { name: String, bytes: Arc<[u8]> },
+}
+
+impl GuestSource {
+    /// A built-in name, or else a path (anything ending in `.wasm` or containing a `/`).
+    pub fn parse(spec: &str) -> GuestSource {
+        if crate::builtin::get(spec).is_some()
+            || !(spec.ends_with(".wasm") || spec.contains(std::path::MAIN_SEPARATOR))
+        {
+            GuestSource::Builtin(spec.to_string())
+        } else {
+            GuestSource::File(PathBuf::from(spec))
+        }
+    }
+
+    /// The name shown in logs and audit lines: the built-in name or the file stem.
+    pub fn name(&self) -> String {
+        match self {
+            GuestSource::Builtin(name) => name.clone(),
+            GuestSource::File(path) => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string()),
+            GuestSource::Bytes { name, .. } => name.clone(),
+        }
+    }
+
+    /// Compiles the component (once per process and source).
+    pub fn compile(&self) -> Result<Component> {
+        match self {
+            GuestSource::Builtin(name) => {
+                let bytes = crate::builtin::get(name).ok_or_else(|| {
+                    let known: Vec<_> = crate::builtin::names().collect();
+                    anyhow!(
+                        "no built-in guest named `{name}` (built-ins: {}; or give a path to a .wasm component)",
+                        known.join(", ")
+                    )
+                })?;
+                engine::component(&format!("builtin:{name}"), bytes)
+            }
+            GuestSource::File(path) => {
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("cannot read the component {}", path.display()))?;
+                let key = format!("file:{}:{}", path.display(), digest(&bytes));
+                engine::component(&key, &bytes)
+            }
+            GuestSource::Bytes { name, bytes } => {
+                engine::component(&format!("bytes:{name}:{}", digest(bytes)), bytes)
+            }
+        }
+    }
+}
+
+impl From<&str> for GuestSource {
+    fn from(spec: &str) -> Self {
+        GuestSource::parse(spec)
+    }
+}
+
+impl From<&Path> for GuestSource {
+    fn from(path: &Path) -> Self {
+        GuestSource::File(path.to_path_buf())
+    }
+}
+
+impl From<PathBuf> for GuestSource {
+    fn from(path: PathBuf) -> Self {
+        GuestSource::File(path)
+    }
+}
+
+/// A cheap content key so an edited file is recompiled.
+fn digest(bytes: &[u8]) -> String {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    format!("{}:{:016x}", bytes.len(), hasher.finish())
+}
+
+/// TCP or UDP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        })
+    }
+}
+
+/// A socket the guest serves on, with its actual address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadySocket {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+impl fmt::Display for ReadySocket {
+    /// The contract's `ready` line body: `tcp 127.0.0.1:7000`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.transport, self.addr)
+    }
+}
+
+/// How a guest's run ended.
+#[derive(Debug)]
+pub enum GuestExit {
+    /// `run` returned success (or the guest exited with status 0).
+    Clean,
+    /// The guest exited with a non-zero status.
+    Status(i32),
+    /// A trap, a panic or a host error; the message carries the wasm backtrace.
+    Trapped(anyhow::Error),
+    /// It did not stop within the grace period and was killed.
+    Killed,
+}
+
+impl GuestExit {
+    pub fn is_clean(&self) -> bool {
+        matches!(self, GuestExit::Clean)
+    }
+}
+
+impl fmt::Display for GuestExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GuestExit::Clean => f.write_str("exited cleanly"),
+            GuestExit::Status(code) => write!(f, "exited with status {code}"),
+            GuestExit::Trapped(err) => write!(f, "failed: {err:?}"),
+            GuestExit::Killed => f.write_str("did not stop within the grace period and was killed"),
+        }
+    }
+}
+
+/// Entry point: `Sandbox::builder("echo")`.
+pub struct Sandbox;
+
+impl Sandbox {
+    pub fn builder(guest: impl Into<GuestSource>) -> SandboxBuilder {
+        SandboxBuilder::new(guest.into())
+    }
+}
+
+/// Everything a guest is given, gathered before it starts.
+pub struct SandboxBuilder {
+    source: GuestSource,
+    name: Option<String>,
+    policy: Policy,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    audit_log: Option<AuditLog>,
+    print_denials: bool,
+    capture_output: bool,
+}
+
+/// What a guest printed, when captured (see [`SandboxBuilder::capture_output`]).
+#[derive(Clone)]
+struct CapturedOutput {
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+}
+
+/// Captured output beyond this fails the guest's write; it is meant for tests and tools.
+const CAPTURE_CAPACITY: usize = 64 * 1024 * 1024;
+
+impl SandboxBuilder {
+    fn new(source: GuestSource) -> Self {
+        SandboxBuilder {
+            source,
+            name: None,
+            policy: Policy::default(),
+            args: Vec::new(),
+            env: Vec::new(),
+            audit_log: None,
+            print_denials: false,
+            capture_output: false,
+        }
+    }
+
+    /// Keep the guest's stdout and stderr in memory ([`RunningGuest::stdout`]) instead of
+    /// passing them through to the host's.
+    pub fn capture_output(mut self, yes: bool) -> Self {
+        self.capture_output = yes;
+        self
+    }
+
+    /// The name used in logs and audit lines (default: the built-in name or file stem).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// What the guest may do. Without one, nothing is allowed.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Arguments after the program name (`sockbox run g -- ARGS`).
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// An environment variable for the guest. The host's own environment is never passed.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Append every decision to this JSONL audit log.
+    pub fn audit_log(mut self, log: AuditLog) -> Self {
+        self.audit_log = Some(log);
+        self
+    }
+
+    /// Print one stderr line per denial, naming the grant to add (the CLI does).
+    pub fn print_denials(mut self, yes: bool) -> Self {
+        self.print_denials = yes;
+        self
+    }
+
+    /// Compiles, links and instantiates the guest, then starts its `run` in a tokio task.
+    /// Errors here are load errors: nothing of the guest has run.
+    pub async fn start(self) -> Result<RunningGuest> {
+        let name = self.name.clone().unwrap_or_else(|| self.source.name());
+        let component = self.source.compile()?;
+        let engine = engine::engine();
+
+        let uses_control = component
+            .component_type()
+            .imports(engine)
+            .any(|(import, _)| import.starts_with(control::INTERFACE));
+
+        let mut linker: Linker<HostState> = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        readiness::add_hooks(&mut linker)?;
+        control::add_to_linker(&mut linker)?;
+
+        let shared = Arc::new(Shared::new(
+            name.clone(),
+            self.audit_log,
+            self.print_denials,
+        ));
+        let gate = Arc::new(Gate::new(self.policy.clone()));
+        let mut wasi = WasiCtxBuilder::new();
+        let captured = self.capture_output.then(|| CapturedOutput {
+            stdout: MemoryOutputPipe::new(CAPTURE_CAPACITY),
+            stderr: MemoryOutputPipe::new(CAPTURE_CAPACITY),
+        });
+        match &captured {
+            Some(out) => wasi.stdout(out.stdout.clone()).stderr(out.stderr.clone()),
+            None => wasi.inherit_stdout().inherit_stderr(),
+        };
+        wasi.arg(&name).args(&self.args).envs(&self.env);
+        network::grant(&mut wasi, gate, shared.clone());
+
+        let mut limits = StoreLimitsBuilder::new();
+        if let Some(bytes) = self.policy.limits.max_memory {
+            limits = limits.memory_size(bytes as usize);
+        }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let state = HostState {
+            wasi: wasi.build(),
+            table,
+            limits: limits.build(),
+            grants: Grants {
+                listen: self.policy.listen.clone(),
+                udp: self.policy.udp.clone(),
+            },
+            shared: shared.clone(),
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|state| &mut state.limits);
+        // Yield to the runtime at every epoch so a busy guest cannot monopolise a thread.
+        store.epoch_deadline_async_yield_and_update(1);
+
+        // Imports first, so a forbidden import is named even if exports are wrong too.
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|err| describe_link_error(err.into(), &name))?;
+        let pre = CommandPre::new(pre).map_err(|err| {
+            anyhow::Error::from(err).context(format!(
+                "guest `{name}` is not a WASI 0.2 command: it must export wasi:cli/run"
+            ))
+        })?;
+        let command = pre.instantiate_async(&mut store).await.map_err(|err| {
+            anyhow::Error::from(err).context(format!("cannot instantiate guest `{name}`"))
+        })?;
+
+        let task = tokio::spawn(async move {
+            let result = command.wasi_cli_run().call_run(&mut store).await;
+            classify(result)
+        });
+
+        let expected = (self.policy.listen.len() + self.policy.udp.len()).max(1);
+        Ok(RunningGuest {
+            name,
+            shared,
+            task: Some(task),
+            exit: None,
+            uses_control,
+            expected_sockets: expected,
+            captured,
+        })
+    }
+}
+
+/// Turns wasmtime's "no implementation for import X" into a message about the sandbox.
+fn describe_link_error(err: anyhow::Error, guest: &str) -> anyhow::Error {
+    let text = format!("{err:#}");
+    if text.contains("matching implementation was not found in the linker") {
+        err.context(format!(
+            "guest `{guest}` imports something the sockbox:guest/server world does not provide \
+             (only WASI 0.2 cli, clocks, random, io, sockets, filesystem types and \
+             sockbox:guest/control are available)"
+        ))
+    } else {
+        err.context(format!("cannot link guest `{guest}`"))
+    }
+}
+
+fn classify(result: wasmtime::Result<Result<(), ()>>) -> GuestExit {
+    match result {
+        Ok(Ok(())) => GuestExit::Clean,
+        Ok(Err(())) => GuestExit::Status(1),
+        Err(err) => match err.downcast_ref::<I32Exit>() {
+            Some(I32Exit(0)) => GuestExit::Clean,
+            Some(I32Exit(code)) => GuestExit::Status(*code),
+            // Debug keeps the whole chain, including the wasm backtrace.
+            None => GuestExit::Trapped(anyhow!("{err:?}")),
+        },
+    }
+}
+
+/// Yields each socket the guest gets ready, in order (see [`RunningGuest::socket_watch`]).
+pub struct SocketWatch {
+    readiness: tokio::sync::watch::Receiver<Readiness>,
+    seen: usize,
+}
+
+impl SocketWatch {
+    /// The next ready socket; `None` once the guest is gone.
+    pub async fn next(&mut self) -> Option<ReadySocket> {
+        let seen = self.seen;
+        let readiness = self
+            .readiness
+            .wait_for(|r| r.sockets.len() > seen)
+            .await
+            .ok()?;
+        self.seen += 1;
+        Some(readiness.sockets[seen])
+    }
+}
+
+/// A guest that has started. Dropping it kills the guest.
+pub struct RunningGuest {
+    name: String,
+    shared: Arc<Shared>,
+    task: Option<JoinHandle<GuestExit>>,
+    exit: Option<GuestExit>,
+    uses_control: bool,
+    expected_sockets: usize,
+    captured: Option<CapturedOutput>,
+}
+
+impl RunningGuest {
+    /// What the guest wrote to stdout so far (empty unless output is captured).
+    pub fn stdout(&self) -> String {
+        self.captured
+            .as_ref()
+            .map(|c| String::from_utf8_lossy(&c.stdout.contents()).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// What the guest wrote to stderr so far (empty unless output is captured).
+    pub fn stderr(&self) -> String {
+        self.captured
+            .as_ref()
+            .map(|c| String::from_utf8_lossy(&c.stderr.contents()).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The guest's name in logs and audit lines.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the component imports `sockbox:guest/control`.
+    pub fn uses_control(&self) -> bool {
+        self.uses_control
+    }
+
+    /// Waits until the guest is serving and returns its sockets with their actual addresses;
+    /// a connection made after this returns succeeds. A guest using `control` is ready when it
+    /// says so; any other component once it has as many sockets listening or bound as it was
+    /// granted with `--listen`/`--udp` (at least one). Fails if the guest ends first.
+    pub async fn ready(&mut self) -> Result<Vec<ReadySocket>> {
+        let mut readiness = self.shared.readiness.subscribe();
+        let uses_control = self.uses_control;
+        let expected = self.expected_sockets;
+        let is_ready = |r: &Readiness| {
+            if uses_control {
+                r.announced
+            } else {
+                r.sockets.len() >= expected
+            }
+        };
+        let Some(task) = self.task.as_mut() else {
+            bail!("guest `{}` is not running", self.name);
+        };
+        tokio::select! {
+            ready = readiness.wait_for(is_ready) => {
+                let ready = ready.map_err(|_| anyhow!("guest `{}` went away", self.name))?;
+                Ok(ready.sockets.clone())
+            }
+            exit = task => {
+                self.task = None;
+                let exit = exit.unwrap_or_else(|err| GuestExit::Trapped(err.into()));
+                let message = format!("guest `{}` {exit} before it was ready", self.name);
+                self.exit = Some(exit);
+                Err(anyhow!(message))
+            }
+        }
+    }
+
+    /// Every socket the guest gets ready, from the first one on, as it happens.
+    pub fn socket_watch(&self) -> SocketWatch {
+        SocketWatch {
+            readiness: self.shared.readiness.subscribe(),
+            seen: 0,
+        }
+    }
+
+    /// A stream of capability decisions from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<AuditEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// The decisions made so far (the most recent 10 000).
+    pub fn decisions(&self) -> Vec<AuditEvent> {
+        self.shared
+            .decisions
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// How many operations were denied so far.
+    pub fn denials(&self) -> u64 {
+        self.shared.denials.load(Ordering::Relaxed)
+    }
+
+    /// Asks the guest to stop (its `control.shutdown` pollable becomes ready).
+    pub fn request_shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+
+    /// Waits for the guest to end by itself; [`RunningGuest::finish`] then returns how.
+    /// Cancel-safe: dropping this future leaves the guest running.
+    pub async fn wait(&mut self) {
+        if let Some(task) = self.task.as_mut() {
+            let exit = task
+                .await
+                .unwrap_or_else(|err| GuestExit::Trapped(err.into()));
+            self.task = None;
+            self.exit = Some(exit);
+        }
+    }
+
+    /// Asks the guest to stop and waits up to `grace` for it; kills it after that.
+    pub async fn stop(mut self, grace: Duration) -> GuestExit {
+        self.request_shutdown();
+        self.finish(grace).await
+    }
+
+    /// How the guest ended: waits up to `grace` for it (asked to stop or not), then kills it.
+    pub async fn finish(&mut self, grace: Duration) -> GuestExit {
+        if let Some(task) = self.task.as_mut() {
+            match tokio::time::timeout(grace, &mut *task).await {
+                Ok(exit) => {
+                    self.task = None;
+                    self.exit = Some(exit.unwrap_or_else(|err| GuestExit::Trapped(err.into())));
+                }
+                Err(_) => {
+                    task.abort();
+                    self.task = None;
+                    self.exit = Some(GuestExit::Killed);
+                }
+            }
+        }
+        self.exit.take().unwrap_or(GuestExit::Killed)
+    }
+}
+
+impl Drop for RunningGuest {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Knowing when a guest's socket is ready, for any component.
+//!
+//! A socket is ready when listening (TCP) or binding (UDP) has finished: from then on a
+//! client's connection or datagram is queued by the OS. Guests built on `control` say so
+//! themselves, but third-party components do not, so the host wraps the two WASI functions
+//! that complete those operations and reports the socket's local address when they succeed.
+
+use std::net::SocketAddr;
+
+use anyhow::Result;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource};
+use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, Host as _};
+use wasmtime_wasi::p2::bindings::sockets::tcp::HostTcpSocket;
+use wasmtime_wasi::p2::bindings::sockets::udp::HostUdpSocket;
+use wasmtime_wasi::p2::{SocketError, TcpSocket, UdpSocket};
+use wasmtime_wasi::sockets::{WasiSocketsCtxView, WasiSocketsView};
+
+use super::Transport;
+use super::state::HostState;
+
+const TCP: &str = "wasi:sockets/tcp@0.2.12";
+const UDP: &str = "wasi:sockets/udp@0.2.12";
+
+/// Replaces `finish-listen` and UDP `finish-bind` with versions that also report readiness.
+/// Must run after wasmtime-wasi's own `add_to_linker`.
+pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
+    linker.allow_shadowing(true);
+    linker.instance(TCP)?.func_wrap(
+        "[method]tcp-socket.finish-listen",
+        |mut store: StoreContextMut<'_, HostState>, (socket,): (Resource<TcpSocket>,)| {
+            let rep = socket.rep();
+            let state = store.data_mut();
+            let mut view = state.sockets();
+            let result = match HostTcpSocket::finish_listen(&mut view, socket) {
+                Ok(()) => HostTcpSocket::local_address(&mut view, Resource::new_borrow(rep))
+                    .map(SocketAddr::from),
+                Err(err) => Err(err),
+            };
+            let result = finish(&mut view, result)?;
+            if let Ok(addr) = result {
+                state.shared.socket_ready(Transport::Tcp, addr);
+            }
+            Ok((result.map(drop),))
+        },
+    )?;
+    linker.instance(UDP)?.func_wrap(
+        "[method]udp-socket.finish-bind",
+        |mut store: StoreContextMut<'_, HostState>, (socket,): (Resource<UdpSocket>,)| {
+            let rep = socket.rep();
+            let state = store.data_mut();
+            let mut view = state.sockets();
+            let result = match HostUdpSocket::finish_bind(&mut view, socket) {
+                Ok(()) => HostUdpSocket::local_address(&mut view, Resource::new_borrow(rep))
+                    .map(SocketAddr::from),
+                Err(err) => Err(err),
+            };
+            let result = finish(&mut view, result)?;
+            if let Ok(addr) = result {
+                state.shared.socket_ready(Transport::Udp, addr);
+            }
+            Ok((result.map(drop),))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// Splits a socket result into the guest's error code or a trap, as the generated bindings do.
+fn finish(
+    view: &mut WasiSocketsCtxView<'_>,
+    result: Result<SocketAddr, SocketError>,
+) -> wasmtime::Result<Result<SocketAddr, ErrorCode>> {
+    match result {
+        Ok(addr) => Ok(Ok(addr)),
+        Err(err) => Ok(Err(view.convert_error_code(err)?)),
+    }
+}

@@ -1,0 +1,117 @@
+//! What a running guest's store holds, and what the host side shares with it.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{broadcast, watch};
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::{ReadySocket, Transport};
+use crate::audit::{AuditEvent, AuditLog, denial_message};
+use crate::policy::Verdict;
+
+/// Decisions kept in memory for [`super::RunningGuest::decisions`]; older ones fall off.
+const DECISIONS_KEPT: usize = 10_000;
+
+/// The store's data: WASI state, resource table, limits and the link to the host.
+pub(crate) struct HostState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    pub(crate) grants: Grants,
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// The addresses handed to the guest through `control` (`--listen`, `--udp`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Grants {
+    pub(crate) listen: Vec<SocketAddr>,
+    pub(crate) udp: Vec<SocketAddr>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Readiness as the host sees it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Readiness {
+    /// Sockets that finished listening (TCP) or binding (UDP), in order.
+    pub(crate) sockets: Vec<ReadySocket>,
+    /// The guest called `control.ready`.
+    pub(crate) announced: bool,
+}
+
+/// State shared between the store (host functions, the address check) and the host API.
+pub(crate) struct Shared {
+    pub(crate) guest: String,
+    pub(crate) readiness: watch::Sender<Readiness>,
+    pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) events: broadcast::Sender<AuditEvent>,
+    pub(crate) decisions: Mutex<VecDeque<AuditEvent>>,
+    pub(crate) denials: AtomicU64,
+    pub(crate) audit_log: Option<AuditLog>,
+    pub(crate) print_denials: bool,
+}
+
+impl Shared {
+    pub(crate) fn new(guest: String, audit_log: Option<AuditLog>, print_denials: bool) -> Shared {
+        Shared {
+            guest,
+            readiness: watch::Sender::new(Readiness::default()),
+            shutdown: watch::Sender::new(false),
+            events: broadcast::channel(1024).0,
+            decisions: Mutex::new(VecDeque::new()),
+            denials: AtomicU64::new(0),
+            audit_log,
+            print_denials,
+        }
+    }
+
+    /// Records one capability decision: audit file, stderr line for a denial, subscribers.
+    pub(crate) fn record(&self, verdict: &Verdict) {
+        self.record_event(AuditEvent::from_verdict(&self.guest, verdict));
+    }
+
+    pub(crate) fn record_event(&self, event: AuditEvent) {
+        if !event.allowed() {
+            self.denials.fetch_add(1, Ordering::Relaxed);
+            if self.print_denials {
+                eprintln!("{}", denial_message(&event));
+            }
+        }
+        tracing::debug!(guest = %self.guest, use_ = %event.use_, addr = %event.addr, decision = ?event.decision, "capability decision");
+        if let Some(log) = &self.audit_log
+            && let Err(err) = log.write(&event)
+        {
+            tracing::error!("cannot write the audit log: {err}");
+        }
+        let mut kept = self.decisions.lock().unwrap();
+        if kept.len() == DECISIONS_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(event.clone());
+        drop(kept);
+        let _ = self.events.send(event);
+    }
+
+    pub(crate) fn socket_ready(&self, transport: Transport, addr: SocketAddr) {
+        tracing::info!(guest = %self.guest, "{transport} socket ready on {addr}");
+        self.readiness
+            .send_modify(|r| r.sockets.push(ReadySocket { transport, addr }));
+    }
+
+    pub(crate) fn announce_ready(&self) {
+        self.readiness
+            .send_if_modified(|r| !std::mem::replace(&mut r.announced, true));
+    }
+}

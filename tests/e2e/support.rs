@@ -1,0 +1,178 @@
+//! Helpers shared by the tests: starting guests, talking to them, running the CLI.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use sockbox::{Policy, ReadySocket, RunningGuest, Sandbox, Transport};
+
+/// How long a test waits for anything before it fails instead of hanging CI.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A test-only guest component built alongside the built-ins (e.g. `plain-echo`).
+pub fn test_guest(name: &str) -> PathBuf {
+    let path = PathBuf::from(sockbox::builtin::WASM_DIR).join(format!("{name}.wasm"));
+    assert!(path.exists(), "test guest {} was not built", path.display());
+    path
+}
+
+/// A policy from the CLI's vocabulary.
+pub fn policy(listen: &[&str], udp: &[&str], allow: &[&str]) -> Policy {
+    let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    Policy::from_flags(&own(listen), &own(udp), &own(allow)).expect("valid test policy")
+}
+
+/// Starts `guest` with `policy`, waits until it is ready, returns it and its sockets.
+pub async fn start(
+    guest: impl Into<sockbox::GuestSource>,
+    policy: Policy,
+    args: &[&str],
+) -> (RunningGuest, Vec<ReadySocket>) {
+    let mut running = Sandbox::builder(guest)
+        .policy(policy)
+        .args(args.iter().copied())
+        .capture_output(true)
+        .start()
+        .await
+        .expect("guest starts");
+    let sockets = tokio::time::timeout(PATIENCE, running.ready())
+        .await
+        .expect("guest ready in time")
+        .unwrap_or_else(|e| panic!("guest ready: {e:#}\nstderr:\n{}", running.stderr()));
+    (running, sockets)
+}
+
+/// The first TCP socket among `sockets`.
+pub fn tcp(sockets: &[ReadySocket]) -> SocketAddr {
+    sockets
+        .iter()
+        .find(|s| s.transport == Transport::Tcp)
+        .expect("a TCP socket")
+        .addr
+}
+
+/// Stops the guest and asserts it ended cleanly.
+pub async fn stop_clean(guest: RunningGuest) {
+    let stderr = guest.stderr();
+    let exit = guest.stop(Duration::from_secs(10)).await;
+    assert!(exit.is_clean(), "guest {exit}\nstderr:\n{stderr}");
+}
+
+/// The sockbox binary, running with piped stdout/stderr.
+pub struct Cli {
+    pub child: Child,
+    pub stdout: BufReader<ChildStdout>,
+}
+
+impl Cli {
+    pub fn spawn(args: &[&str]) -> Cli {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sockbox"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sockbox");
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Cli { child, stdout }
+    }
+
+    /// Reads stdout up to the next `ready <transport> <addr>` line.
+    pub fn ready(&mut self) -> (String, SocketAddr) {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self
+                .stdout
+                .read_line(&mut line)
+                .expect("read sockbox stdout");
+            if n == 0 {
+                let out = self.finish();
+                panic!("sockbox ended before a ready line: {out:?}");
+            }
+            let mut fields = line.split_whitespace();
+            if fields.next() == Some("ready") {
+                let transport = fields.next().expect("transport").to_string();
+                let addr = fields
+                    .next()
+                    .expect("address")
+                    .parse()
+                    .expect("socket address");
+                return (transport, addr);
+            }
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process; returns status code and stderr.
+    pub fn finish(&mut self) -> (Option<i32>, String) {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait sockbox") {
+                let mut stderr = String::new();
+                use std::io::Read;
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr)
+                    .ok();
+                return (status.code(), stderr);
+            }
+            if std::time::Instant::now() > deadline {
+                self.child.kill().ok();
+                panic!("sockbox did not exit within {PATIENCE:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs sockbox to completion (for commands that exit by themselves).
+pub fn sockbox(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sockbox"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sockbox");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A component that would be a fine command, but imports `wasi:http`, which sockbox's world
+/// does not provide.
+pub const SNEAKY_WAT: &str = r#"(component
+    (import "wasi:http/outgoing-handler@0.2.0" (instance (export "handle" (func))))
+    (core module $m (func (export "run") (result i32) i32.const 0))
+    (core instance $i (instantiate $m))
+    (func $run (result (result)) (canon lift (core func $i "run")))
+    (instance $cli (export "run" (func $run)))
+    (export "wasi:cli/run@0.2.12" (instance $cli)))"#;
+
+/// A component file in a fresh temporary directory.
+pub fn component_file(name: &str, wat: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sockbox-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
+    path
+}

@@ -1,0 +1,135 @@
+//! Newline-delimited text (chat): bytes in, whole lines out, with a cap so a client that never
+//! sends `\n` cannot grow a buffer without bound.
+
+use std::fmt;
+
+/// The longest line accepted unless configured otherwise (64 KiB).
+pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
+
+/// Why a line could not be returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineError {
+    /// More than the maximum arrived without a newline.
+    TooLong { max: usize },
+    /// The line is not UTF-8.
+    NotUtf8,
+}
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LineError::TooLong { max } => write!(f, "line longer than {max} bytes"),
+            LineError::NotUtf8 => f.write_str("line is not valid UTF-8"),
+        }
+    }
+}
+
+impl std::error::Error for LineError {}
+
+/// Splits a byte stream into lines; `\n` and `\r\n` both end a line and are not returned.
+#[derive(Debug)]
+pub struct LineDecoder {
+    buf: Vec<u8>,
+    /// How far `buf` is known to hold no newline, so each byte is scanned once.
+    scanned: usize,
+    max: usize,
+}
+
+impl Default for LineDecoder {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_LINE)
+    }
+}
+
+impl LineDecoder {
+    /// A decoder that rejects lines longer than `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            scanned: 0,
+            max,
+        }
+    }
+
+    /// Appends bytes read from the wire.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole line, `Ok(None)` if more bytes are needed.
+    pub fn next_line(&mut self) -> Result<Option<String>, LineError> {
+        let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
+            self.scanned = self.buf.len();
+            if self.buf.len() > self.max {
+                return Err(LineError::TooLong { max: self.max });
+            }
+            return Ok(None);
+        };
+        let end = self.scanned + pos;
+        let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+        self.scanned = 0;
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.len() > self.max {
+            return Err(LineError::TooLong { max: self.max });
+        }
+        String::from_utf8(line)
+            .map(Some)
+            .map_err(|_| LineError::NotUtf8)
+    }
+
+    /// What is left once the peer closed: a final line without a newline, if any.
+    pub fn finish(&mut self) -> Result<Option<String>, LineError> {
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        self.scanned = 0;
+        let rest = std::mem::take(&mut self.buf);
+        String::from_utf8(rest)
+            .map(Some)
+            .map_err(|_| LineError::NotUtf8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_and_glued() {
+        let mut dec = LineDecoder::default();
+        dec.extend(b"al");
+        assert_eq!(dec.next_line().unwrap(), None);
+        dec.extend(b"ice\nhello\r\nwor");
+        assert_eq!(dec.next_line().unwrap().as_deref(), Some("alice"));
+        assert_eq!(dec.next_line().unwrap().as_deref(), Some("hello"));
+        assert_eq!(dec.next_line().unwrap(), None);
+        dec.extend(b"ld\n");
+        assert_eq!(dec.next_line().unwrap().as_deref(), Some("world"));
+        assert_eq!(dec.finish().unwrap(), None);
+    }
+
+    #[test]
+    fn unterminated_tail_is_returned_by_finish() {
+        let mut dec = LineDecoder::default();
+        dec.extend(b"bye");
+        assert_eq!(dec.next_line().unwrap(), None);
+        assert_eq!(dec.finish().unwrap().as_deref(), Some("bye"));
+    }
+
+    #[test]
+    fn too_long_without_newline_is_an_error() {
+        let mut dec = LineDecoder::new(4);
+        dec.extend(b"12345");
+        assert_eq!(dec.next_line(), Err(LineError::TooLong { max: 4 }));
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error() {
+        let mut dec = LineDecoder::default();
+        dec.extend(b"\xff\xfe\n");
+        assert_eq!(dec.next_line(), Err(LineError::NotUtf8));
+    }
+}
