@@ -1,6 +1,11 @@
 //! Argument parsing and the subcommands. Exit status: 0 clean, 1 guest failure,
 //! 2 usage/policy/load error (nothing ran), 3 `--fail-on-denial` and a denial happened.
 
+mod check;
+mod client;
+mod learn;
+mod new;
+mod policy;
 mod run;
 
 use std::process::ExitCode;
@@ -20,6 +25,17 @@ struct Cli {
 enum Command {
     /// Run a guest with the network it is granted (deny by default).
     Run(run::RunArgs),
+    /// Show a component's imports and exports, whether it fits the sandbox, and which
+    /// network uses it could attempt.
+    Check(check::CheckArgs),
+    /// Work with policy files.
+    Policy(policy::PolicyArgs),
+    /// Run a guest with permissive loopback-only grants and print the minimal policy.
+    Learn(learn::LearnArgs),
+    /// Scaffold a new guest crate on the sockbox guest SDK.
+    New(new::NewArgs),
+    /// An interactive native client: stdin to the server, replies to stdout.
+    Client(client::ClientArgs),
 }
 
 /// A failure with the exit status it maps to.
@@ -58,6 +74,11 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run::run(args).await,
+            Command::Check(args) => check::check(args),
+            Command::Policy(args) => policy::policy(args),
+            Command::Learn(args) => learn::learn(args).await,
+            Command::New(args) => new::new(args),
+            Command::Client(args) => client::client(args).await,
         }
     });
     // Guests blocked in host calls must not keep the process alive once we decided to exit.

@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::Failure;
 use sockbox::audit::AuditLog;
-use sockbox::{GuestExit, GuestSource, Policy, Sandbox};
+use sockbox::{GuestExit, GuestSource, Policy, RunningGuest, Sandbox};
 
 /// How long a guest gets to return after it was asked to stop.
 const GRACE: Duration = Duration::from_secs(5);
@@ -61,6 +61,24 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
     }
     let mut guest = builder.start().await.map_err(Failure::usage)?;
 
+    let exit = supervise(&mut guest).await;
+
+    let denials = guest.denials();
+    match exit {
+        GuestExit::Clean if args.fail_on_denial && denials > 0 => {
+            eprintln!("sockbox: {denials} operation(s) were denied (--fail-on-denial)");
+            Ok(3)
+        }
+        GuestExit::Clean => Ok(0),
+        other => {
+            eprintln!("sockbox: guest `{}` {other}", guest.name());
+            Ok(1)
+        }
+    }
+}
+
+/// Prints the guest's `ready` lines, stops it on SIGINT/SIGTERM, and returns how it ended.
+pub(crate) async fn supervise(guest: &mut RunningGuest) -> GuestExit {
     let mut sockets = guest.socket_watch();
     let printer = tokio::spawn(async move {
         while let Some(socket) = sockets.next().await {
@@ -96,18 +114,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
     tokio::task::yield_now().await;
     printer.abort();
 
-    let denials = guest.denials();
-    match exit {
-        GuestExit::Clean if args.fail_on_denial && denials > 0 => {
-            eprintln!("sockbox: {denials} operation(s) were denied (--fail-on-denial)");
-            Ok(3)
-        }
-        GuestExit::Clean => Ok(0),
-        other => {
-            eprintln!("sockbox: guest `{}` {other}", guest.name());
-            Ok(1)
-        }
-    }
+    exit
 }
 
 /// Resolves on SIGINT or SIGTERM, naming it.

@@ -10,12 +10,14 @@
 //! - `gate`: the policy applied to what wasmtime-wasi asks, including implicit binds and
 //!   UDP replies.
 //! - `explain`: the answer for one use of one address, as a sentence.
+//! - `learn`: the smallest policy for what a guest did under permissive loopback grants.
 //!
 //! See `docs/policy.md` for the user-facing description.
 
 mod explain;
 mod file;
 mod gate;
+pub mod learn;
 mod rule;
 
 pub use explain::{Explanation, explain};

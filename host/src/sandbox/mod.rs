@@ -7,7 +7,9 @@
 //! reports how it ended.
 
 mod control;
+mod dns;
 mod engine;
+mod inspect;
 mod network;
 mod readiness;
 mod state;
@@ -30,6 +32,7 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use crate::audit::{AuditEvent, AuditLog};
 use crate::policy::{Gate, Policy};
+pub use inspect::{Inspection, inspect};
 use state::{Grants, HostState, Readiness, Shared};
 
 /// Most resources (sockets, streams, pollables...) one guest may hold at once; a guest that
@@ -287,10 +290,7 @@ impl SandboxBuilder {
             .imports(engine)
             .any(|(import, _)| import.starts_with(control::INTERFACE));
 
-        let mut linker: Linker<HostState> = Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        readiness::add_hooks(&mut linker)?;
-        control::add_to_linker(&mut linker)?;
+        let linker = linker()?;
 
         let shared = Arc::new(Shared::new(
             name.clone(),
@@ -308,7 +308,7 @@ impl SandboxBuilder {
             None => wasi.inherit_stdout().inherit_stderr(),
         };
         wasi.arg(&name).args(&self.args).envs(&self.env);
-        network::grant(&mut wasi, gate, shared.clone());
+        network::grant(&mut wasi, gate.clone(), shared.clone());
 
         let mut limits = StoreLimitsBuilder::new();
         if let Some(bytes) = self.policy.limits.max_memory {
@@ -320,6 +320,7 @@ impl SandboxBuilder {
             wasi: wasi.build(),
             table,
             limits: limits.build(),
+            gate,
             grants: Grants {
                 listen: self.policy.listen.clone(),
                 udp: self.policy.udp.clone(),
@@ -360,6 +361,17 @@ impl SandboxBuilder {
             captured,
         })
     }
+}
+
+/// Everything a guest may import: WASI 0.2 with sockbox's readiness hooks and name lookup,
+/// plus `control`.
+fn linker() -> Result<Linker<HostState>> {
+    let mut linker: Linker<HostState> = Linker::new(engine::engine());
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+    readiness::add_hooks(&mut linker)?;
+    dns::add_to_linker(&mut linker)?;
+    control::add_to_linker(&mut linker)?;
+    Ok(linker)
 }
 
 /// Turns wasmtime's "no implementation for import X" into a message about the sandbox.

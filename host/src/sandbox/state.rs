@@ -12,7 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::{ReadySocket, Transport};
 use crate::audit::{AuditEvent, AuditLog, denial_message};
-use crate::policy::Verdict;
+use crate::policy::{Gate, Verdict};
 
 /// Decisions kept in memory for [`super::RunningGuest::decisions`]; older ones fall off.
 const DECISIONS_KEPT: usize = 10_000;
@@ -23,6 +23,7 @@ pub(crate) struct HostState {
     pub(crate) table: ResourceTable,
     pub(crate) limits: StoreLimits,
     pub(crate) grants: Grants,
+    pub(crate) gate: Arc<Gate>,
     pub(crate) shared: Arc<Shared>,
 }
 

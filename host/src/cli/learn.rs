@@ -1,0 +1,65 @@
+//! `sockbox learn`: run a guest under permissive loopback-only grants, record what it does,
+//! and print the smallest policy that allows exactly that.
+
+use clap::Args;
+
+use super::Failure;
+use super::run::supervise;
+use sockbox::policy::learn::{minimal_policy, permissive_loopback};
+use sockbox::{GuestExit, GuestSource, Policy, Sandbox};
+
+#[derive(Args, Debug)]
+pub(crate) struct LearnArgs {
+    /// A built-in guest or a .wasm component.
+    guest: String,
+    /// Tell the guest to listen on ADDR (loopback only while learning; repeatable).
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<String>,
+    /// Tell the guest to bind UDP on ADDR (loopback only while learning; repeatable).
+    #[arg(long, value_name = "ADDR")]
+    udp: Vec<String>,
+    /// Arguments passed to the guest.
+    #[arg(last = true, value_name = "GUEST_ARGS")]
+    guest_args: Vec<String>,
+}
+
+pub(crate) async fn learn(args: LearnArgs) -> Result<u8, Failure> {
+    let flags = Policy::from_flags(&args.listen, &args.udp, &[]).map_err(Failure::usage)?;
+    if let Some(addr) = flags
+        .listen
+        .iter()
+        .chain(&flags.udp)
+        .find(|a| !a.ip().is_loopback())
+    {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "learn grants loopback addresses only; {addr} is not one"
+        )));
+    }
+    let (listen, udp) = (flags.listen.clone(), flags.udp.clone());
+    let mut policy = flags.merge(permissive_loopback());
+    // The guest is told its addresses, but the grants are the permissive ones.
+    policy
+        .rules
+        .retain(|r| r.source.starts_with(sockbox::policy::learn::LEARN_SOURCE));
+
+    let mut guest = Sandbox::builder(GuestSource::parse(&args.guest))
+        .policy(policy)
+        .args(args.guest_args.iter().cloned())
+        .print_denials(true)
+        .start()
+        .await
+        .map_err(Failure::usage)?;
+    eprintln!(
+        "sockbox: learning; stop the guest with Ctrl-C (SIGINT) or SIGTERM to get the policy"
+    );
+    let exit = supervise(&mut guest).await;
+    let learned = minimal_policy(&guest.decisions(), &listen, &udp);
+    print!("{learned}");
+    match exit {
+        GuestExit::Clean => Ok(0),
+        other => {
+            eprintln!("sockbox: guest `{}` {other}", guest.name());
+            Ok(1)
+        }
+    }
+}

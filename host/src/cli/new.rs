@@ -1,0 +1,162 @@
+//! `sockbox new`: scaffold a guest crate on the SDK — a line server with a unit test — that
+//! builds with `cargo build --release --target wasm32-wasip2` and runs with `sockbox run`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::Failure;
+
+#[derive(Args, Debug)]
+pub(crate) struct NewArgs {
+    /// The crate name (also the directory and the .wasm file name).
+    name: String,
+    /// Where to create it (default: ./NAME).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// The guest SDK (`guests/sdk` of a sockbox checkout); default: the one this binary was
+    /// built from.
+    #[arg(long, value_name = "DIR")]
+    sdk: Option<PathBuf>,
+}
+
+/// The SDK of the checkout this binary was built from.
+const BUILT_FROM_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../guests/sdk");
+
+pub(crate) fn new(args: NewArgs) -> Result<u8, Failure> {
+    scaffold(&args).map_err(Failure::usage)?;
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&args.name));
+    eprintln!(
+        "created guest `{name}` in {dir}\n\n  cd {dir}\n  cargo test                                   # unit tests, native\n  cargo build --release --target wasm32-wasip2\n  sockbox run target/wasm32-wasip2/release/{name}.wasm --listen 127.0.0.1:7000",
+        name = args.name,
+        dir = dir.display()
+    );
+    Ok(0)
+}
+
+fn scaffold(args: &NewArgs) -> Result<()> {
+    let name = &args.name;
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.starts_with(|c: char| c.is_ascii_lowercase());
+    if !valid {
+        bail!(
+            "`{name}` is not a good crate name: use lowercase letters, digits, - and _, starting with a letter"
+        );
+    }
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(name));
+    if dir.exists() && fs::read_dir(&dir)?.next().is_some() {
+        bail!(
+            "{} exists and is not empty; nothing was written",
+            dir.display()
+        );
+    }
+    let sdk = args
+        .sdk
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(BUILT_FROM_SDK));
+    let sdk = sdk
+        .canonicalize()
+        .with_context(|| format!("the guest SDK is not at {}; pass --sdk DIR", sdk.display()))?;
+    if !sdk.join("Cargo.toml").exists() {
+        bail!(
+            "{} is not the guest SDK (no Cargo.toml); pass --sdk DIR",
+            sdk.display()
+        );
+    }
+    fs::create_dir_all(dir.join("src")).with_context(|| format!("create {}", dir.display()))?;
+    write(&dir.join("Cargo.toml"), &cargo_toml(name, &sdk))?;
+    write(&dir.join("src/main.rs"), &main_rs(name))?;
+    write(&dir.join("rust-toolchain.toml"), RUST_TOOLCHAIN)?;
+    write(&dir.join(".gitignore"), "/target\n")?;
+    Ok(())
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}
+
+fn cargo_toml(name: &str, sdk: &Path) -> String {
+    format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[dependencies]
+sockbox-guest = {{ path = {sdk:?} }}
+
+# Small, fast components; the same settings as sockbox's own guests.
+[profile.release]
+opt-level = "s"
+debug = false
+strip = "debuginfo"
+codegen-units = 4
+
+# A guest is its own workspace.
+[workspace]
+"#,
+        sdk = sdk.display().to_string()
+    )
+}
+
+fn main_rs(name: &str) -> String {
+    format!(
+        r#"//! {name}: a sockbox guest. Every line a client sends is answered with `hello, <line>`.
+//!
+//! Build: `cargo build --release --target wasm32-wasip2`
+//! Run:   `sockbox run target/wasm32-wasip2/release/{name}.wasm --listen 127.0.0.1:7000`
+
+use std::io;
+use std::process::ExitCode;
+
+use sockbox_guest::net::TcpStream;
+use sockbox_guest::serve::serve_tcp;
+use sockbox_guest::wire::LineDecoder;
+
+fn main() -> ExitCode {{
+    // Listens on every --listen address, serves each client in its own task, stops on shutdown.
+    sockbox_guest::run(serve_tcp(|stream: TcpStream, _peer| async move {{
+        let mut lines = LineDecoder::default();
+        let mut buf = [0u8; 4096];
+        loop {{
+            while let Some(line) = lines.next_line().map_err(io::Error::other)? {{
+                stream.write_all(reply(&line).as_bytes()).await?;
+            }}
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {{
+                return Ok(());
+            }}
+            lines.extend(&buf[..n]);
+        }}
+    }}))
+}}
+
+/// The protocol, as a pure function: easy to test without sockets.
+fn reply(line: &str) -> String {{
+    format!("hello, {{line}}\n")
+}}
+
+#[cfg(test)]
+mod tests {{
+    #[test]
+    fn greets_each_line() {{
+        assert_eq!(super::reply("world"), "hello, world\n");
+    }}
+}}
+"#
+    )
+}
+
+const RUST_TOOLCHAIN: &str = r#"[toolchain]
+channel = "1.95.0"
+targets = ["wasm32-wasip2"]
+"#;

@@ -1,0 +1,108 @@
+//! What a component is and what it could attempt, without running it (`sockbox check`).
+
+use std::fmt;
+
+use anyhow::Result;
+
+use super::{GuestSource, control, describe_link_error, engine, linker};
+use wasmtime_wasi::p2::bindings::CommandPre;
+
+/// A component's interface and what it means under sockbox.
+#[derive(Debug)]
+pub struct Inspection {
+    pub name: String,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    /// It imports `sockbox:guest/control` (graceful shutdown, granted addresses).
+    pub uses_control: bool,
+    /// Why it cannot run under sockbox, if it cannot.
+    pub problem: Option<String>,
+    /// The policy uses its imports make possible (each still needs a grant).
+    pub could_attempt: Vec<&'static str>,
+}
+
+impl Inspection {
+    /// Conforms to the `sockbox:guest/server` world (or plain `wasi:cli/command`).
+    pub fn conforms(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+/// Compiles and type-checks `source` against the sandbox's world.
+pub fn inspect(source: &GuestSource) -> Result<Inspection> {
+    let name = source.name();
+    let component = source.compile()?;
+    let ty = component.component_type();
+    let engine = engine::engine();
+    let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    let problem = match linker()?.instantiate_pre(&component) {
+        Err(err) => Some(format!("{:#}", describe_link_error(err.into(), &name))),
+        Ok(pre) => CommandPre::new(pre)
+            .err()
+            .map(|err| format!("it does not export wasi:cli/run, so it is not a command: {err}")),
+    };
+    let has = |prefix: &str| imports.iter().any(|i| i.starts_with(prefix));
+    let mut could_attempt = Vec::new();
+    if has("wasi:sockets/tcp") {
+        could_attempt.extend(["tcp-listen", "tcp-accept", "tcp-connect"]);
+    }
+    if has("wasi:sockets/udp") {
+        could_attempt.extend(["udp-bind", "udp-send", "udp-recv"]);
+    }
+    if has("wasi:sockets/ip-name-lookup") {
+        could_attempt.push("dns");
+    }
+    Ok(Inspection {
+        name,
+        uses_control: has(control::INTERFACE),
+        imports,
+        exports,
+        problem,
+        could_attempt,
+    })
+}
+
+impl fmt::Display for Inspection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "guest: {}", self.name)?;
+        writeln!(f, "imports:")?;
+        for import in &self.imports {
+            writeln!(f, "  {import}")?;
+        }
+        writeln!(f, "exports:")?;
+        for export in &self.exports {
+            writeln!(f, "  {export}")?;
+        }
+        match &self.problem {
+            None if self.uses_control => {
+                writeln!(f, "world: conforms to sockbox:guest/server (uses control)")?
+            }
+            None => writeln!(
+                f,
+                "world: a plain wasi:cli/command (no control: stopped without a graceful shutdown)"
+            )?,
+            Some(problem) => writeln!(f, "world: DOES NOT CONFORM: {problem}")?,
+        }
+        if self.could_attempt.is_empty() {
+            writeln!(f, "could attempt: no network use")?;
+        } else {
+            writeln!(
+                f,
+                "could attempt: {} (each only if granted)",
+                self.could_attempt.join(", ")
+            )?;
+        }
+        let fs = self
+            .imports
+            .iter()
+            .any(|i| i.starts_with("wasi:filesystem"));
+        if fs {
+            writeln!(
+                f,
+                "filesystem: imported, but no directory is ever preopened"
+            )?;
+        }
+        Ok(())
+    }
+}
