@@ -4,7 +4,7 @@
 use clap::Args;
 
 use super::Failure;
-use super::run::supervise;
+use super::run::{StopSignals, supervise};
 use sockbox::policy::learn::{minimal_policy, permissive_loopback};
 use sockbox::{GuestExit, GuestSource, Policy, Sandbox};
 
@@ -42,6 +42,7 @@ pub(crate) async fn learn(args: LearnArgs) -> Result<u8, Failure> {
         .rules
         .retain(|r| r.source.starts_with(sockbox::policy::learn::LEARN_SOURCE));
 
+    let mut signals = StopSignals::install().map_err(Failure::usage)?;
     let mut guest = Sandbox::builder(GuestSource::parse(&args.guest))
         .policy(policy)
         .args(args.guest_args.iter().cloned())
@@ -52,7 +53,7 @@ pub(crate) async fn learn(args: LearnArgs) -> Result<u8, Failure> {
     eprintln!(
         "sockbox: learning; stop the guest with Ctrl-C (SIGINT) or SIGTERM to get the policy"
     );
-    let exit = supervise(&mut guest).await;
+    let exit = supervise(&mut guest, &mut signals).await;
     let learned = minimal_policy(&guest.decisions(), &listen, &udp);
     print!("{learned}");
     match exit {

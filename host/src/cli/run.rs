@@ -48,6 +48,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
     if let Some(file) = &args.policy {
         policy = policy.merge(Policy::load(file).map_err(Failure::usage)?);
     }
+    let mut signals = StopSignals::install().map_err(Failure::usage)?;
     let source = GuestSource::parse(&args.guest);
     let mut builder = Sandbox::builder(source)
         .policy(policy)
@@ -61,7 +62,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
     }
     let mut guest = builder.start().await.map_err(Failure::usage)?;
 
-    let exit = supervise(&mut guest).await;
+    let exit = supervise(&mut guest, &mut signals).await;
 
     let denials = guest.denials();
     match exit {
@@ -78,7 +79,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
 }
 
 /// Prints the guest's `ready` lines, stops it on SIGINT/SIGTERM, and returns how it ended.
-pub(crate) async fn supervise(guest: &mut RunningGuest) -> GuestExit {
+pub(crate) async fn supervise(guest: &mut RunningGuest, signals: &mut StopSignals) -> GuestExit {
     let mut sockets = guest.socket_watch();
     let printer = tokio::spawn(async move {
         while let Some(socket) = sockets.next().await {
@@ -91,7 +92,7 @@ pub(crate) async fn supervise(guest: &mut RunningGuest) -> GuestExit {
 
     let signal = tokio::select! {
         _ = guest.wait() => None,
-        signal = stop_signal() => Some(signal),
+        signal = signals.next() => Some(signal),
     };
     let exit = match signal {
         // Without `control` there is no way to ask: stopping it is what the user wanted.
@@ -117,20 +118,43 @@ pub(crate) async fn supervise(guest: &mut RunningGuest) -> GuestExit {
     exit
 }
 
-/// Resolves on SIGINT or SIGTERM, naming it.
-async fn stop_signal() -> &'static str {
+/// SIGINT and SIGTERM, caught from the moment this exists: install it before starting a
+/// guest, or a signal sent right after the first `ready` line would kill the process.
+pub(crate) struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub(crate) fn install() -> anyhow::Result<StopSignals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(StopSignals {
+                interrupt: signal(SignalKind::interrupt()).context("install the SIGINT handler")?,
+                terminate: signal(SignalKind::terminate())
+                    .context("install the SIGTERM handler")?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(StopSignals {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
+
+    /// Resolves on the next SIGINT or SIGTERM, naming it.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => "SIGINT",
+                _ = self.terminate.recv() => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
     }
 }
