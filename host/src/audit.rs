@@ -84,11 +84,15 @@ pub fn denial_message(ev: &AuditEvent) -> String {
     if let (Some(u @ (Use::TcpConnect | Use::UdpSend)), Some(a)) = (use_, addr)
         && is_implicit_bind_addr(a)
     {
-        // Denied at the bind before the connect/send, so the destination is not known.
+        // Denied at the bind before the connect/send, so the destination is not known; and an
+        // explicit bind to the wildcard looks the same, so name both ways out.
+        let serve = if u == Use::TcpConnect { "--listen" } else { "--udp" };
         return format!(
-            "sockbox: denied {u} from an unbound socket (guest {guest:?}): the policy grants \
-             no {u}; to allow it add {}",
-            suggest_grant(u, &ev.addr)
+            "sockbox: denied bind to {addr} (guest {guest:?}): to serve there add {serve} {addr}; \
+             if it was about to {verb}, the policy grants no {u}: add {grant}",
+            addr = ev.addr,
+            verb = if u == Use::TcpConnect { "connect" } else { "send" },
+            grant = suggest_grant(u, "<ip:port>")
         );
     }
     let Some(u) = use_ else {
@@ -232,8 +236,9 @@ mod tests {
             (
                 Use::TcpConnect,
                 "0.0.0.0:0",
-                "sockbox: denied tcp-connect from an unbound socket (guest \"proxy\"): the \
-                 policy grants no tcp-connect; to allow it add --allow tcp-connect=<ip:port>",
+                "sockbox: denied bind to 0.0.0.0:0 (guest \"proxy\"): to serve there add \
+                 --listen 0.0.0.0:0; if it was about to connect, the policy grants no \
+                 tcp-connect: add --allow tcp-connect=<ip:port>",
             ),
         ];
         for (use_, addr, want) in table {
