@@ -5,6 +5,15 @@
 
 mod support;
 
+mod chat;
 mod cli;
+mod commands;
 mod echo;
+mod escape;
+mod framing;
 mod plain;
+mod policy_cli;
+mod proxy;
+mod rcmd;
+mod time;
+mod udp_echo;

@@ -212,11 +212,14 @@ fn each_denial_prints_one_line_naming_the_grant_to_add() {
     assert_eq!(denials, lines.len(), "as many lines as audited denials");
     std::fs::remove_file(&audit).unwrap();
 
-    // Without any connect grant the denial comes at the implicit bind, before the
-    // destination is known: still one line, naming the use to grant.
+    // Without any connect grant: still exactly one line, naming the destination's grant.
     let (code, _, stderr) = run_hostile(&["--listen", "127.0.0.1:0"], &[&connect]);
     assert_eq!(code, Some(0), "{stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("denied")).collect();
     assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(lines[0].contains("--allow tcp-connect="), "{stderr}");
+    let target = connect.trim_start_matches("connect:");
+    assert!(
+        lines[0].contains(&format!("--allow tcp-connect={target}")),
+        "{stderr}"
+    );
 }

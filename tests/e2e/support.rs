@@ -176,3 +176,36 @@ pub fn component_file(name: &str, wat: &str) -> PathBuf {
     std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
     path
 }
+
+/// The first UDP socket among `sockets`.
+pub fn udp(sockets: &[ReadySocket]) -> SocketAddr {
+    sockets
+        .iter()
+        .find(|s| s.transport == Transport::Udp)
+        .expect("a UDP socket")
+        .addr
+}
+
+/// Sends one length-prefixed frame (`u32` big-endian length + payload).
+pub async fn write_frame(stream: &mut (impl tokio::io::AsyncWrite + Unpin), payload: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    stream
+        .write_all(&sockbox_wire::encode_frame(payload))
+        .await
+        .expect("write frame");
+}
+
+/// Reads one length-prefixed frame's payload; fails the test after [`PATIENCE`].
+pub async fn read_frame(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let len = stream.read_u32().await? as usize;
+        let mut payload = vec![0; len];
+        stream.read_exact(&mut payload).await?;
+        Ok::<_, std::io::Error>(payload)
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("frame in time")
+        .expect("read frame")
+}

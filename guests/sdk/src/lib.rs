@@ -4,16 +4,24 @@
 //!   `wstd` reactor. Each type owns its streams and pollables and drops them before their socket,
 //!   so no guest can trap with "resource has children".
 //! - [`control`]: the addresses the host granted, the ready announcement, the shutdown signal.
-//! - [`serve`]: accept loops that serve many clients at once and stop cleanly on shutdown.
-//! - [`wire`]: the frame and line codecs (pure code over bytes).
+//! - [`serve`]: accept loops (TCP) and answer loops (UDP) that serve many clients at once and
+//!   stop cleanly on shutdown.
+//! - [`framed`], [`lines`]: frames and lines read from a connection, over the [`wire`] codecs
+//!   (pure code over bytes).
+//! - [`channel`]: an unbounded queue between tasks, for servers that fan messages out.
+//! - [`future`]: combinators (`zip`, `try_zip`, `or`...) to run futures side by side in a task.
 //!
 //! A guest's `main` is usually `sockbox_guest::run(async { ... })` around one of the
 //! [`serve`] helpers.
 
+pub mod channel;
 pub mod control;
+pub mod framed;
+pub mod lines;
 pub mod net;
 pub mod serve;
 
+pub use futures_lite::future;
 pub use sockbox_wire as wire;
 pub use wstd::runtime::spawn;
 pub use wstd::task::sleep;

@@ -1,4 +1,5 @@
-//! Accept loops that serve many clients at once and stop cleanly when the host says so.
+//! Accept loops and datagram loops that serve many clients at once and stop cleanly when the
+//! host says so.
 //!
 //! Every connection runs as its own task on the single-threaded reactor (socketserver's
 //! `ThreadingMixIn`, without threads). On shutdown the loop stops accepting and cancels the
@@ -26,14 +27,7 @@ pub async fn listen_granted() -> io::Result<Vec<TcpListener>> {
             "no TCP listen address granted (run with --listen ADDR)",
         ));
     }
-    let mut listeners = Vec::with_capacity(addrs.len());
-    for addr in addrs {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| io::Error::new(e.kind(), format!("listen on {addr}: {e}")))?;
-        listeners.push(listener);
-    }
-    Ok(listeners)
+    listen_on(addrs).await
 }
 
 /// Binds every address the host granted with `--udp`. Fails if there is none.
@@ -45,6 +39,34 @@ pub async fn bind_granted_udp() -> io::Result<Vec<UdpSocket>> {
             "no UDP address granted (run with --udp ADDR)",
         ));
     }
+    bind_udp(addrs).await
+}
+
+/// Binds every `--listen` and every `--udp` address granted, for a guest that serves both
+/// transports. Fails if neither kind was granted.
+pub async fn bind_all_granted() -> io::Result<(Vec<TcpListener>, Vec<UdpSocket>)> {
+    let (tcp, udp) = (control::listen_addresses(), control::udp_addresses());
+    if tcp.is_empty() && udp.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no address granted (run with --listen ADDR and/or --udp ADDR)",
+        ));
+    }
+    Ok((listen_on(tcp).await?, bind_udp(udp).await?))
+}
+
+async fn listen_on(addrs: Vec<SocketAddr>) -> io::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("listen on {addr}: {e}")))?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+async fn bind_udp(addrs: Vec<SocketAddr>) -> io::Result<Vec<UdpSocket>> {
     let mut sockets = Vec::with_capacity(addrs.len());
     for addr in addrs {
         let socket = UdpSocket::bind(addr)
@@ -86,6 +108,77 @@ where
     drop(loops);
     connections.cancel_all();
     Ok(())
+}
+
+/// Serves UDP on every granted `--udp` address until shutdown: announces ready, then
+/// answers each datagram with one datagram holding `reply(payload)`, sent back to its sender.
+pub async fn serve_udp<R>(reply: R) -> io::Result<()>
+where
+    R: Fn(Vec<u8>) -> Vec<u8> + 'static,
+{
+    let sockets = bind_granted_udp().await?;
+    control::ready();
+    answer_until_shutdown(sockets, reply).await
+}
+
+/// Serves every granted socket until shutdown, for a service on both transports: TCP
+/// connections on the `--listen` addresses with `handler` (as [`serve_tcp`]), datagrams on the
+/// `--udp` addresses with `reply` (as [`serve_udp`]). At least one address must be granted.
+pub async fn serve_tcp_and_udp<H, F, R>(handler: H, reply: R) -> io::Result<()>
+where
+    H: Fn(TcpStream, SocketAddr) -> F + 'static,
+    F: Future<Output = io::Result<()>> + 'static,
+    R: Fn(Vec<u8>) -> Vec<u8> + 'static,
+{
+    let (listeners, sockets) = bind_all_granted().await?;
+    let datagram_loops = spawn_answer_loops(sockets, reply);
+    control::ready();
+    accept_until_shutdown(listeners, handler).await?;
+    drop(datagram_loops);
+    Ok(())
+}
+
+/// Answers the datagrams of already bound `sockets`, each in its own task, until the host
+/// asks to stop. A reply that cannot be sent is logged and the next datagram served.
+pub async fn answer_until_shutdown<R>(sockets: Vec<UdpSocket>, reply: R) -> io::Result<()>
+where
+    R: Fn(Vec<u8>) -> Vec<u8> + 'static,
+{
+    let loops = spawn_answer_loops(sockets, reply);
+    control::shutdown().await;
+    // Cancelled while the reactor still runs, so each socket is dropped after its streams.
+    drop(loops);
+    Ok(())
+}
+
+fn spawn_answer_loops<R>(sockets: Vec<UdpSocket>, reply: R) -> Vec<Task<()>>
+where
+    R: Fn(Vec<u8>) -> Vec<u8> + 'static,
+{
+    let reply = Rc::new(reply);
+    sockets
+        .into_iter()
+        .map(|socket| spawn(answer_loop(socket, reply.clone())))
+        .collect()
+}
+
+async fn answer_loop<R>(socket: UdpSocket, reply: Rc<R>)
+where
+    R: Fn(Vec<u8>) -> Vec<u8>,
+{
+    loop {
+        match socket.recv_from().await {
+            Ok((datagram, peer)) => {
+                if let Err(err) = socket.send_to(&reply(datagram), peer).await {
+                    eprintln!("reply to {peer}: {err}");
+                }
+            }
+            Err(err) => {
+                eprintln!("receive: {err}");
+                crate::sleep(crate::Duration::from_millis(10)).await;
+            }
+        }
+    }
 }
 
 /// Runs `until_shutdown` and returns when it ends or the host asks to stop, whichever is first.

@@ -1,0 +1,55 @@
+//! Newline-delimited text over a TCP connection: the socket edge of [`crate::wire::LineDecoder`].
+
+use std::io;
+
+use sockbox_wire::{DEFAULT_MAX_LINE, LineDecoder};
+
+use crate::net::ReadHalf;
+
+/// Bytes asked of the host per read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Reads whole lines from the reading half of a connection.
+pub struct LineReader {
+    decoder: LineDecoder,
+    chunk: Vec<u8>,
+    closed: bool,
+    half: ReadHalf,
+}
+
+impl LineReader {
+    /// Lines of up to 64 KiB ([`DEFAULT_MAX_LINE`]).
+    pub fn new(half: ReadHalf) -> LineReader {
+        LineReader::with_max_line(half, DEFAULT_MAX_LINE)
+    }
+
+    /// Lines of up to `max` bytes; a longer one is an error.
+    pub fn with_max_line(half: ReadHalf, max: usize) -> LineReader {
+        LineReader {
+            decoder: LineDecoder::new(max),
+            chunk: vec![0; READ_CHUNK],
+            closed: false,
+            half,
+        }
+    }
+
+    /// The next line without its `\n` or `\r\n`. When the peer closes, a last line without a
+    /// newline is still returned, then `Ok(None)`. A line that is too long or not UTF-8 is an
+    /// [`io::ErrorKind::InvalidData`] error.
+    pub async fn next_line(&mut self) -> io::Result<Option<String>> {
+        let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+        loop {
+            if self.closed {
+                return self.decoder.finish().map_err(invalid);
+            }
+            if let Some(line) = self.decoder.next_line().map_err(invalid)? {
+                return Ok(Some(line));
+            }
+            let n = self.half.read(&mut self.chunk).await?;
+            if n == 0 {
+                self.closed = true;
+            }
+            self.decoder.extend(&self.chunk[..n]);
+        }
+    }
+}
