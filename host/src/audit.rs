@@ -86,12 +86,20 @@ pub fn denial_message(ev: &AuditEvent) -> String {
     {
         // Denied at the bind before the connect/send, so the destination is not known; and an
         // explicit bind to the wildcard looks the same, so name both ways out.
-        let serve = if u == Use::TcpConnect { "--listen" } else { "--udp" };
+        let serve = if u == Use::TcpConnect {
+            "--listen"
+        } else {
+            "--udp"
+        };
         return format!(
             "sockbox: denied bind to {addr} (guest {guest:?}): to serve there add {serve} {addr}; \
              if it was about to {verb}, the policy grants no {u}: add {grant}",
             addr = ev.addr,
-            verb = if u == Use::TcpConnect { "connect" } else { "send" },
+            verb = if u == Use::TcpConnect {
+                "connect"
+            } else {
+                "send"
+            },
             grant = suggest_grant(u, "<ip:port>")
         );
     }
@@ -234,11 +242,11 @@ mod tests {
                  dns=db.test",
             ),
             (
-                Use::TcpConnect,
+                Use::UdpSend,
                 "0.0.0.0:0",
                 "sockbox: denied bind to 0.0.0.0:0 (guest \"proxy\"): to serve there add \
-                 --listen 0.0.0.0:0; if it was about to connect, the policy grants no \
-                 tcp-connect: add --allow tcp-connect=<ip:port>",
+                 --udp 0.0.0.0:0; if it was about to send, the policy grants no udp-send: add \
+                 --allow udp-send=<ip:port>",
             ),
         ];
         for (use_, addr, want) in table {

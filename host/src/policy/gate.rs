@@ -97,12 +97,10 @@ impl Gate {
                 if listen.allowed || !is_implicit_bind_addr(addr) {
                     return verdict(Use::TcpListen, listen);
                 }
-                implicit(
-                    addr,
-                    Use::TcpConnect,
-                    p.has_rule(Use::TcpConnect),
-                    IMPLICIT_TCP_BIND,
-                )
+                // Always allowed: wasmtime-wasi never performs this bind itself (the OS binds at
+                // connect), the connect check follows at once and names the destination, and a
+                // socket bound here still cannot listen without a rule naming the wildcard.
+                implicit(addr, Use::TcpConnect, true, IMPLICIT_TCP_BIND)
             }
             // The address is the socket's actual local one: after a bind to port 0 it carries
             // the OS-chosen port, which a port-0 grant must therefore match. A specific port
@@ -245,9 +243,12 @@ mod tests {
         use SocketOp::*;
         for op in [TcpBind, TcpListen, TcpConnect, UdpBind, UdpSend, UdpReceive] {
             for addr in ["127.0.0.1:7000", "0.0.0.0:0", "[::]:0", "[::1]:1"] {
-                assert!(!g.check(op, sa(addr)).allowed, "{op:?} {addr}");
+                // The wildcard TCP bind is the step before a connect: it opens nothing.
+                let implicit_tcp = op == TcpBind && addr.ends_with(":0") && !addr.contains("127");
+                assert_eq!(g.check(op, sa(addr)).allowed, implicit_tcp, "{op:?} {addr}");
             }
         }
+        assert!(!g.check(TcpListen, sa("0.0.0.0:41000")).allowed);
         assert!(!g.check_name("db.test").allowed);
     }
 
@@ -283,11 +284,16 @@ mod tests {
     }
 
     #[test]
-    fn without_a_connect_grant_the_implicit_bind_is_a_connect_denial() {
+    fn without_a_connect_grant_the_connect_itself_is_denied_with_its_destination() {
         let g = gate(&["127.0.0.1:7000"], &[], &[]);
         let v = g.check(SocketOp::TcpBind, sa("0.0.0.0:0"));
-        assert!(!v.allowed && v.implicit_bind);
-        assert_eq!((v.use_, v.rule), (Use::TcpConnect, None));
+        assert!(v.allowed && v.implicit_bind);
+        let v = g.check(SocketOp::TcpConnect, sa("127.0.0.1:5432"));
+        assert!(!v.allowed);
+        assert_eq!(
+            (v.use_, v.addr, v.rule),
+            (Use::TcpConnect, sa("127.0.0.1:5432"), None)
+        );
     }
 
     #[test]
@@ -309,9 +315,10 @@ mod tests {
             (TcpBind, "0.0.0.0:7000", false),
             (TcpListen, "127.0.0.2:41234", false),
             (TcpListen, "0.0.0.0:7000", false),
-            // No connect grant: no connecting, and no implicit bind for it.
+            // No connect grant: no connecting (the wildcard bind before it opens nothing).
             (TcpConnect, "127.0.0.1:7000", false),
-            (TcpBind, "0.0.0.0:0", false),
+            (TcpBind, "0.0.0.0:0", true),
+            (TcpListen, "0.0.0.0:41234", false),
         ];
         for (op, addr, want) in table {
             let v = g.check(op, sa(addr));
