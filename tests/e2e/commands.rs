@@ -191,3 +191,44 @@ fn tcp_client_pipes_stdin_to_the_server_and_back() {
     server.signal("TERM");
     assert_eq!(server.finish().0, Some(0));
 }
+
+/// Runs `sockbox client MODE ADDR` with `input` on stdin; returns its stdout.
+fn client(mode: &str, addr: std::net::SocketAddr, input: &[u8]) -> Vec<u8> {
+    let mut client = Command::new(env!("CARGO_BIN_EXE_sockbox"))
+        .args(["client", mode, &addr.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    client.stdin.take().unwrap().write_all(input).unwrap();
+    let out = client.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn udp_client_sends_a_datagram_per_line() {
+    let mut server = Cli::spawn(&["run", "udp-echo", "--udp", "127.0.0.1:0"]);
+    let (transport, addr) = server.ready();
+    assert_eq!(transport, "udp");
+    assert_eq!(client("udp", addr, b"one\ntwo\n"), b"one\ntwo\n");
+    server.signal("TERM");
+    assert_eq!(server.finish().0, Some(0));
+}
+
+#[test]
+fn framed_client_sends_a_frame_per_line() {
+    let mut server = Cli::spawn(&["run", "framing", "--listen", "127.0.0.1:0"]);
+    let (_, addr) = server.ready();
+    assert_eq!(
+        client("framed", addr, b"first frame\nsecond\n"),
+        b"first frame\nsecond\n"
+    );
+    server.signal("TERM");
+    assert_eq!(server.finish().0, Some(0));
+}

@@ -6,6 +6,7 @@
 mod support;
 
 mod chat;
+mod ci_example;
 mod cli;
 mod commands;
 mod echo;

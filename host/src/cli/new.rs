@@ -115,28 +115,21 @@ fn main_rs(name: &str) -> String {
 //! Build: `cargo build --release --target wasm32-wasip2`
 //! Run:   `sockbox run target/wasm32-wasip2/release/{name}.wasm --listen 127.0.0.1:7000`
 
-use std::io;
 use std::process::ExitCode;
 
+use sockbox_guest::lines::LineReader;
 use sockbox_guest::net::TcpStream;
 use sockbox_guest::serve::serve_tcp;
-use sockbox_guest::wire::LineDecoder;
 
 fn main() -> ExitCode {{
     // Listens on every --listen address, serves each client in its own task, stops on shutdown.
     sockbox_guest::run(serve_tcp(|stream: TcpStream, _peer| async move {{
-        let mut lines = LineDecoder::default();
-        let mut buf = [0u8; 4096];
-        loop {{
-            while let Some(line) = lines.next_line().map_err(io::Error::other)? {{
-                stream.write_all(reply(&line).as_bytes()).await?;
-            }}
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {{
-                return Ok(());
-            }}
-            lines.extend(&buf[..n]);
+        let (reader, writer) = stream.split();
+        let mut lines = LineReader::new(reader);
+        while let Some(line) = lines.next_line().await? {{
+            writer.write_all(reply(&line).as_bytes()).await?;
         }}
+        Ok(())
     }}))
 }}
 
