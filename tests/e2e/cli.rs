@@ -118,3 +118,32 @@ fn denied_listen_names_the_flag_to_add() {
     assert!(stderr.contains("denied tcp-listen"), "{stderr}");
     assert!(stderr.contains("--listen 127.0.0.1:0"), "{stderr}");
 }
+
+#[test]
+fn max_memory_stops_a_guest_that_grows_past_it() {
+    let guest = crate::support::test_guest("hostile");
+    let guest = guest.to_str().unwrap();
+    // 16 MiB fits under no limit...
+    let (code, stdout, stderr) = sockbox(&["run", guest, "--", "alloc:16"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("RESULT alloc:16 ok"), "{stdout}");
+    // ...but not under an 8 MiB cap: the allocation fails inside the guest, a guest failure.
+    let (code, stdout, stderr) = sockbox(&["run", guest, "--max-memory", "8MiB", "--", "alloc:16"]);
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("RESULT alloc:16 ok"), "{stdout}");
+    assert!(stderr.contains("memory allocation"), "{stderr}");
+}
+
+#[test]
+fn a_bad_max_memory_is_a_usage_error() {
+    let (code, _, stderr) = sockbox(&[
+        "run",
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-memory",
+        "lots",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("lots"), "{stderr}");
+}

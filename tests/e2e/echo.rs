@@ -3,7 +3,9 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{PATIENCE, policy, start, stop_clean, tcp, test_guest};
+use crate::support::{
+    PATIENCE, policy, start, start_expecting_failure, stop_clean, tcp, test_guest,
+};
 
 /// Sends `data`, half-closes, and returns everything read until the server closes.
 async fn roundtrip(addr: std::net::SocketAddr, data: &[u8]) -> Vec<u8> {
@@ -121,17 +123,12 @@ async fn abrupt_disconnects_never_trap_the_guest() {
 #[tokio::test]
 async fn denied_listen_is_seen_by_guest_and_reported_by_host() {
     // plain-echo binds the address in its argument; the policy grants nothing.
-    let mut guest = sockbox::Sandbox::builder(test_guest("plain-echo"))
-        .policy(policy(&[], &[], &[]))
-        .args(["127.0.0.1:0"])
-        .capture_output(true)
-        .start()
-        .await
-        .unwrap();
-    let err = tokio::time::timeout(PATIENCE, guest.ready())
-        .await
-        .expect("in time")
-        .expect_err("a guest without its socket never gets ready");
+    let (guest, err) = start_expecting_failure(
+        test_guest("plain-echo"),
+        policy(&[], &[], &[]),
+        &["127.0.0.1:0"],
+    )
+    .await;
     assert!(err.to_string().contains("status 1"), "{err:#}");
     let stderr = guest.stderr().to_lowercase();
     assert!(

@@ -5,7 +5,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{PATIENCE, policy, read_frame, start, stop_clean, tcp, write_frame};
+use crate::support::{
+    PATIENCE, policy, read_frame, start, start_expecting_failure, stop_clean, tcp, write_frame,
+};
 
 /// The error frame of CONTRACT.md: `u32` length, then `ERR frame too large`.
 const TOO_LARGE: &[u8] = b"\x00\x00\x00\x13ERR frame too large";
@@ -114,17 +116,12 @@ async fn default_maximum_is_16_mebibytes() {
 
 #[tokio::test]
 async fn a_bad_max_frame_argument_fails_at_start() {
-    let mut guest = sockbox::Sandbox::builder("framing")
-        .policy(policy(&["127.0.0.1:0"], &[], &[]))
-        .args(["--max-frame", "lots"])
-        .capture_output(true)
-        .start()
-        .await
-        .unwrap();
-    let err = tokio::time::timeout(PATIENCE, guest.ready())
-        .await
-        .expect("in time")
-        .expect_err("a guest with a bad argument never gets ready");
+    let (guest, err) = start_expecting_failure(
+        "framing",
+        policy(&["127.0.0.1:0"], &[], &[]),
+        &["--max-frame", "lots"],
+    )
+    .await;
     assert!(err.to_string().contains("status 1"), "{err:#}");
     assert!(guest.stderr().contains("--max-frame"), "{}", guest.stderr());
 }

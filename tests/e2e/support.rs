@@ -44,6 +44,26 @@ pub async fn start(
     (running, sockets)
 }
 
+/// Starts `guest` and expects it to end before it is ready; returns it and the error.
+pub async fn start_expecting_failure(
+    guest: impl Into<sockbox::GuestSource>,
+    policy: Policy,
+    args: &[&str],
+) -> (RunningGuest, anyhow::Error) {
+    let mut running = Sandbox::builder(guest)
+        .policy(policy)
+        .args(args.iter().copied())
+        .capture_output(true)
+        .start()
+        .await
+        .expect("guest starts");
+    let err = tokio::time::timeout(PATIENCE, running.ready())
+        .await
+        .expect("the guest ends in time")
+        .expect_err("the guest must not get ready");
+    (running, err)
+}
+
 /// The first TCP socket among `sockets`.
 pub fn tcp(sockets: &[ReadySocket]) -> SocketAddr {
     sockets

@@ -11,7 +11,7 @@
 //! Attempts (ADDR is `ip:port`, `[ipv6]:port`; `connect` also takes `name:port`):
 //! `listen:ADDR` `wasi-listen:ADDR` `connect:ADDR` `bound-connect:ADDR` `udp-bind:ADDR`
 //! `udp-send:ADDR` `udp-connect:ADDR` `dns:NAME` `fs:PATH` `fs-write:PATH` `fs-list:PATH`
-//! `env` `args`.
+//! `env` `args` `alloc:MIB` (grow memory by MIB mebibytes, to meet `--max-memory`).
 
 mod wasi;
 
@@ -54,6 +54,7 @@ fn try_attempt(attempt: &str) -> Result<String, String> {
             .map_err(describe),
         "env" => Ok(format!("{:?}", std::env::vars().collect::<Vec<_>>())),
         "args" => Ok(format!("{:?}", std::env::args().collect::<Vec<_>>())),
+        "alloc" => alloc(target),
         _ => Err(format!("unknown attempt {attempt:?}")),
     }
 }
@@ -113,4 +114,13 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 /// The error kind first, so a test can match it without knowing the OS's wording.
 fn describe(err: std::io::Error) -> String {
     format!("{:?}: {err}", err.kind())
+}
+
+/// Allocates and touches `mib` MiB; past a memory limit the allocation fails, which Rust turns
+/// into an abort (a trap the host reports), exactly what a runaway guest would hit.
+fn alloc(mib: &str) -> Result<String, String> {
+    let mib: usize = mib.parse().map_err(|_| format!("not a number of MiB: {mib}"))?;
+    let mut block = vec![0u8; mib << 20];
+    block.iter_mut().step_by(4096).for_each(|b| *b = 1);
+    Ok(format!("{} bytes", block.len()))
 }

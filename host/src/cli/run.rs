@@ -37,6 +37,9 @@ pub(crate) struct RunArgs {
     /// Exit with status 3 if any operation was denied during the run.
     #[arg(long)]
     fail_on_denial: bool,
+    /// Cap the guest's linear memory (e.g. 64MiB); growing past it fails inside the guest.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_memory: Option<u64>,
     /// Arguments passed to the guest.
     #[arg(last = true, value_name = "GUEST_ARGS")]
     guest_args: Vec<String>,
@@ -48,6 +51,10 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
     if let Some(file) = &args.policy {
         policy = policy.merge(Policy::load(file).map_err(Failure::usage)?);
     }
+    if let Some(bytes) = args.max_memory {
+        policy.limits.max_memory = Some(bytes);
+    }
+    warn_unenforced(&policy);
     let mut signals = StopSignals::install().map_err(Failure::usage)?;
     let source = GuestSource::parse(&args.guest);
     let mut builder = Sandbox::builder(source)
@@ -75,6 +82,21 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
             eprintln!("sockbox: guest `{}` {other}", guest.name());
             Ok(1)
         }
+    }
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    sockbox::policy::parse_size(text).map_err(|e| format!("{e:#}"))
+}
+
+/// Limits the policy file may name that this version does not enforce yet: say so rather than
+/// let a user believe they hold.
+fn warn_unenforced(policy: &Policy) {
+    if policy.limits.max_connections.is_some() {
+        eprintln!("sockbox: warning: max-connections is not enforced yet; it is ignored");
+    }
+    if policy.limits.max_busy.is_some() {
+        eprintln!("sockbox: warning: max-busy is not enforced yet; it is ignored");
     }
 }
 
