@@ -119,7 +119,9 @@ fn describe(err: std::io::Error) -> String {
 /// Allocates and touches `mib` MiB; past a memory limit the allocation fails, which Rust turns
 /// into an abort (a trap the host reports), exactly what a runaway guest would hit.
 fn alloc(mib: &str) -> Result<String, String> {
-    let mib: usize = mib.parse().map_err(|_| format!("not a number of MiB: {mib}"))?;
+    let mib: usize = mib
+        .parse()
+        .map_err(|_| format!("not a number of MiB: {mib}"))?;
     let mut block = vec![0u8; mib << 20];
     block.iter_mut().step_by(4096).for_each(|b| *b = 1);
     Ok(format!("{} bytes", block.len()))
