@@ -112,10 +112,18 @@ pub fn denial_message(ev: &AuditEvent) -> String {
         Use::TcpConnect | Use::UdpSend => "to",
         Use::Dns => "for",
     };
+    // A listen on the wildcard can only be denied after a bind to its port 0 (any other port
+    // is judged at the bind), so the port shown is the OS's pick: suggest the port-0 grant.
+    let grant_for = match (u, addr) {
+        (Use::TcpListen, Some(a)) if a.ip().is_unspecified() => {
+            SocketAddr::new(a.ip(), 0).to_string()
+        }
+        _ => ev.addr.clone(),
+    };
     format!(
         "sockbox: denied {u} {preposition} {} (guest {guest:?}); to allow it add {}",
         ev.addr,
-        suggest_grant(u, &ev.addr)
+        suggest_grant(u, &grant_for)
     )
 }
 
@@ -240,6 +248,12 @@ mod tests {
                 "db.test",
                 "sockbox: denied dns for db.test (guest \"proxy\"); to allow it add --allow \
                  dns=db.test",
+            ),
+            (
+                Use::TcpListen,
+                "0.0.0.0:41234",
+                "sockbox: denied tcp-listen on 0.0.0.0:41234 (guest \"proxy\"); to allow it \
+                 add --listen 0.0.0.0:0",
             ),
             (
                 Use::UdpSend,
