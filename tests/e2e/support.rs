@@ -24,12 +24,12 @@ pub fn policy(listen: &[&str], udp: &[&str], allow: &[&str]) -> Policy {
     Policy::from_flags(&own(listen), &own(udp), &own(allow)).expect("valid test policy")
 }
 
-/// Starts `guest` with `policy`, waits until it is ready, returns it and its sockets.
-pub async fn start(
+/// Starts `guest` with its output captured and waits (bounded) for its readiness verdict.
+async fn launch(
     guest: impl Into<sockbox::GuestSource>,
     policy: Policy,
     args: &[&str],
-) -> (RunningGuest, Vec<ReadySocket>) {
+) -> (RunningGuest, anyhow::Result<Vec<ReadySocket>>) {
     let mut running = Sandbox::builder(guest)
         .policy(policy)
         .args(args.iter().copied())
@@ -37,10 +37,21 @@ pub async fn start(
         .start()
         .await
         .expect("guest starts");
-    let sockets = tokio::time::timeout(PATIENCE, running.ready())
+    let verdict = tokio::time::timeout(PATIENCE, running.ready())
         .await
-        .expect("guest ready in time")
-        .unwrap_or_else(|e| panic!("guest ready: {e:#}\nstderr:\n{}", running.stderr()));
+        .expect("the guest is ready or gone in time");
+    (running, verdict)
+}
+
+/// Starts `guest` with `policy`, waits until it is ready, returns it and its sockets.
+pub async fn start(
+    guest: impl Into<sockbox::GuestSource>,
+    policy: Policy,
+    args: &[&str],
+) -> (RunningGuest, Vec<ReadySocket>) {
+    let (running, verdict) = launch(guest, policy, args).await;
+    let sockets =
+        verdict.unwrap_or_else(|e| panic!("guest ready: {e:#}\nstderr:\n{}", running.stderr()));
     (running, sockets)
 }
 
@@ -50,17 +61,8 @@ pub async fn start_expecting_failure(
     policy: Policy,
     args: &[&str],
 ) -> (RunningGuest, anyhow::Error) {
-    let mut running = Sandbox::builder(guest)
-        .policy(policy)
-        .args(args.iter().copied())
-        .capture_output(true)
-        .start()
-        .await
-        .expect("guest starts");
-    let err = tokio::time::timeout(PATIENCE, running.ready())
-        .await
-        .expect("the guest ends in time")
-        .expect_err("the guest must not get ready");
+    let (running, verdict) = launch(guest, policy, args).await;
+    let err = verdict.expect_err("the guest must not get ready");
     (running, err)
 }
 
