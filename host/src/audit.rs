@@ -38,6 +38,10 @@ pub struct AuditEvent {
     pub decision: Decision,
     /// The matched rule as the user wrote it, or a `default: ...` explanation; null if denied.
     pub rule: Option<String>,
+    /// What the grant to add for a denial should name, when that is not `addr` (see
+    /// [`Verdict::grant_addr`]). Not part of the audit line.
+    #[serde(skip)]
+    pub grant_target: Option<String>,
 }
 
 impl AuditEvent {
@@ -59,11 +63,14 @@ impl AuditEvent {
                 Decision::Deny
             },
             rule,
+            grant_target: None,
         }
     }
 
     pub fn from_verdict(guest: impl Into<String>, v: &Verdict) -> AuditEvent {
-        AuditEvent::new(guest, v.use_, v.addr, v.allowed, v.rule.clone())
+        let mut event = AuditEvent::new(guest, v.use_, v.addr, v.allowed, v.rule.clone());
+        event.grant_target = (v.grant_addr != v.addr).then(|| v.grant_addr.to_string());
+        event
     }
 
     pub fn allowed(&self) -> bool {
@@ -112,18 +119,10 @@ pub fn denial_message(ev: &AuditEvent) -> String {
         Use::TcpConnect | Use::UdpSend => "to",
         Use::Dns => "for",
     };
-    // A listen on the wildcard can only be denied after a bind to its port 0 (any other port
-    // is judged at the bind), so the port shown is the OS's pick: suggest the port-0 grant.
-    let grant_for = match (u, addr) {
-        (Use::TcpListen, Some(a)) if a.ip().is_unspecified() => {
-            SocketAddr::new(a.ip(), 0).to_string()
-        }
-        _ => ev.addr.clone(),
-    };
     format!(
         "sockbox: denied {u} {preposition} {} (guest {guest:?}); to allow it add {}",
         ev.addr,
-        suggest_grant(u, &grant_for)
+        suggest_grant(u, ev.grant_target.as_deref().unwrap_or(&ev.addr))
     )
 }
 
@@ -250,12 +249,6 @@ mod tests {
                  dns=db.test",
             ),
             (
-                Use::TcpListen,
-                "0.0.0.0:41234",
-                "sockbox: denied tcp-listen on 0.0.0.0:41234 (guest \"proxy\"); to allow it \
-                 add --listen 0.0.0.0:0",
-            ),
-            (
                 Use::UdpSend,
                 "0.0.0.0:0",
                 "sockbox: denied bind to 0.0.0.0:0 (guest \"proxy\"): to serve there add \
@@ -266,6 +259,34 @@ mod tests {
         for (use_, addr, want) in table {
             assert_eq!(denial_message(&event(use_, addr, false, None)), want);
         }
+    }
+
+    #[test]
+    fn a_denied_wildcard_listen_suggests_port_0_but_a_denied_wildcard_bind_its_own_port() {
+        let gate = Gate::new(Policy::default());
+        let message = |op, addr: &str| {
+            let verdict = gate.check(op, addr.parse().unwrap());
+            denial_message(&AuditEvent::from_verdict("echo", &verdict))
+        };
+        // After a bind to 0.0.0.0:0 the listen carries the OS's port.
+        let listen = message(SocketOp::TcpListen, "0.0.0.0:41234");
+        assert!(listen.contains("on 0.0.0.0:41234"), "{listen}");
+        assert!(listen.ends_with("add --listen 0.0.0.0:0"), "{listen}");
+        // An explicit bind to a port is judged at the bind, for that port.
+        let bind = message(SocketOp::TcpBind, "0.0.0.0:7000");
+        assert!(bind.ends_with("add --listen 0.0.0.0:7000"), "{bind}");
+        let bind6 = message(SocketOp::TcpBind, "[::]:7000");
+        assert!(bind6.ends_with("add --listen [::]:7000"), "{bind6}");
+        // The grant target stays out of the audit line.
+        let event = AuditEvent::from_verdict(
+            "echo",
+            &gate.check(SocketOp::TcpListen, "0.0.0.0:41234".parse().unwrap()),
+        );
+        assert!(
+            !event.to_json_line().contains("grant"),
+            "{}",
+            event.to_json_line()
+        );
     }
 
     #[test]

@@ -54,6 +54,10 @@ pub struct Verdict {
     /// unbound socket. When allowed it is noise in an audit log; when denied, the message
     /// cannot name the destination (it is checked only after the bind).
     pub implicit_bind: bool,
+    /// The address a grant for this would name: `addr`, except for a denied listen on the
+    /// wildcard, which can only follow a bind to its port 0 (any other port is judged at the
+    /// bind), so the port shown is the OS's pick and the grant to add is the port-0 one.
+    pub grant_addr: SocketAddr,
 }
 
 /// The policy of one guest, with the UDP conversation state. Cheap to share (`Arc<Gate>`).
@@ -88,6 +92,7 @@ impl Gate {
             allowed: d.allowed,
             rule: d.rule,
             implicit_bind: false,
+            grant_addr: addr,
         };
         match op {
             SocketOp::TcpBind => {
@@ -105,7 +110,13 @@ impl Gate {
             // The address is the socket's actual local one: after a bind to port 0 it carries
             // the OS-chosen port, which a port-0 grant must therefore match. A specific port
             // was already held to its grant by the bind check.
-            SocketOp::TcpListen => verdict(Use::TcpListen, p.decide_listening(addr)),
+            SocketOp::TcpListen => {
+                let mut v = verdict(Use::TcpListen, p.decide_listening(addr));
+                if !v.allowed && addr.ip().is_unspecified() {
+                    v.grant_addr.set_port(0);
+                }
+                v
+            }
             SocketOp::TcpAccept => {
                 if p.has_rule(Use::TcpAccept) {
                     verdict(Use::TcpAccept, p.decide(Use::TcpAccept, addr))
@@ -174,6 +185,7 @@ fn implicit(addr: SocketAddr, use_: Use, granted: bool, rule: &str) -> Verdict {
         allowed: granted,
         rule: granted.then(|| rule.to_string()),
         implicit_bind: true,
+        grant_addr: addr,
     }
 }
 
