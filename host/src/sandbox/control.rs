@@ -34,11 +34,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()
 
 impl control::Host for HostState {
     fn listen_addresses(&mut self) -> wasmtime::Result<Vec<IpSocketAddress>> {
-        Ok(self.shared_grants().0)
+        Ok(to_wasi(&self.gate.policy().listen))
     }
 
     fn udp_addresses(&mut self) -> wasmtime::Result<Vec<IpSocketAddress>> {
-        Ok(self.shared_grants().1)
+        Ok(to_wasi(&self.gate.policy().udp))
     }
 
     fn ready(&mut self) -> wasmtime::Result<()> {
@@ -54,11 +54,8 @@ impl control::Host for HostState {
     }
 }
 
-impl HostState {
-    fn shared_grants(&self) -> (Vec<IpSocketAddress>, Vec<IpSocketAddress>) {
-        let convert = |addrs: &[std::net::SocketAddr]| addrs.iter().map(|a| (*a).into()).collect();
-        (convert(&self.grants.listen), convert(&self.grants.udp))
-    }
+fn to_wasi(addrs: &[std::net::SocketAddr]) -> Vec<IpSocketAddress> {
+    addrs.iter().map(|a| (*a).into()).collect()
 }
 
 /// Ready once the host asks the guest to stop; stays ready.

@@ -4,8 +4,7 @@ use std::fmt;
 
 use anyhow::Result;
 
-use super::{GuestSource, control, describe_link_error, engine, linker};
-use wasmtime_wasi::p2::bindings::CommandPre;
+use super::{GuestSource, engine, imports_control, prepare};
 
 /// A component's interface and what it means under sockbox.
 #[derive(Debug)]
@@ -36,12 +35,9 @@ pub fn inspect(source: &GuestSource) -> Result<Inspection> {
     let engine = engine::engine();
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
-    let problem = match linker()?.instantiate_pre(&component) {
-        Err(err) => Some(format!("{:#}", describe_link_error(err.into(), &name))),
-        Ok(pre) => CommandPre::new(pre)
-            .err()
-            .map(|err| format!("it does not export wasi:cli/run, so it is not a command: {err}")),
-    };
+    let problem = prepare(&component, &name)
+        .err()
+        .map(|err| format!("{err:#}"));
     let has = |prefix: &str| imports.iter().any(|i| i.starts_with(prefix));
     let mut could_attempt = Vec::new();
     if has("wasi:sockets/tcp") {
@@ -55,7 +51,7 @@ pub fn inspect(source: &GuestSource) -> Result<Inspection> {
     }
     Ok(Inspection {
         name,
-        uses_control: has(control::INTERFACE),
+        uses_control: imports_control(&component),
         imports,
         exports,
         problem,

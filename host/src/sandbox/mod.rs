@@ -33,7 +33,7 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 use crate::audit::{AuditEvent, AuditLog};
 use crate::policy::{Gate, Policy};
 pub use inspect::{Inspection, inspect};
-use state::{Grants, HostState, Readiness, Shared};
+use state::{HostState, Readiness, Shared};
 
 /// Most resources (sockets, streams, pollables...) one guest may hold at once; a guest that
 /// leaks handles fails on its own instead of growing the host's memory without bound.
@@ -285,12 +285,8 @@ impl SandboxBuilder {
         let component = self.source.compile()?;
         let engine = engine::engine();
 
-        let uses_control = component
-            .component_type()
-            .imports(engine)
-            .any(|(import, _)| import.starts_with(control::INTERFACE));
-
-        let linker = linker()?;
+        let uses_control = imports_control(&component);
+        let pre = prepare(&component, &name)?;
 
         let shared = Arc::new(Shared::new(
             name.clone(),
@@ -321,10 +317,6 @@ impl SandboxBuilder {
             table,
             limits: limits.build(),
             gate,
-            grants: Grants {
-                listen: self.policy.listen.clone(),
-                udp: self.policy.udp.clone(),
-            },
             shared: shared.clone(),
         };
         let mut store = Store::new(engine, state);
@@ -332,15 +324,6 @@ impl SandboxBuilder {
         // Yield to the runtime at every epoch so a busy guest cannot monopolise a thread.
         store.epoch_deadline_async_yield_and_update(1);
 
-        // Imports first, so a forbidden import is named even if exports are wrong too.
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(|err| describe_link_error(err.into(), &name))?;
-        let pre = CommandPre::new(pre).map_err(|err| {
-            anyhow::Error::from(err).context(format!(
-                "guest `{name}` is not a WASI 0.2 command: it must export wasi:cli/run"
-            ))
-        })?;
         let command = pre.instantiate_async(&mut store).await.map_err(|err| {
             anyhow::Error::from(err).context(format!("cannot instantiate guest `{name}`"))
         })?;
@@ -372,6 +355,27 @@ fn linker() -> Result<Linker<HostState>> {
     dns::add_to_linker(&mut linker)?;
     control::add_to_linker(&mut linker)?;
     Ok(linker)
+}
+
+/// Type-checks `component` against the sandbox: every import provided, `wasi:cli/run` exported.
+fn prepare(component: &Component, guest: &str) -> Result<CommandPre<HostState>> {
+    // Imports first, so a forbidden import is named even if exports are wrong too.
+    let pre = linker()?
+        .instantiate_pre(component)
+        .map_err(|err| describe_link_error(err.into(), guest))?;
+    CommandPre::new(pre).map_err(|err| {
+        anyhow::Error::from(err).context(format!(
+            "guest `{guest}` is not a WASI 0.2 command: it must export wasi:cli/run"
+        ))
+    })
+}
+
+/// Whether the component speaks `sockbox:guest/control`.
+fn imports_control(component: &Component) -> bool {
+    component
+        .component_type()
+        .imports(engine::engine())
+        .any(|(import, _)| import.starts_with(control::INTERFACE))
 }
 
 /// Turns wasmtime's "no implementation for import X" into a message about the sandbox.

@@ -22,16 +22,8 @@ pub(crate) struct HostState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limits: StoreLimits,
-    pub(crate) grants: Grants,
     pub(crate) gate: Arc<Gate>,
     pub(crate) shared: Arc<Shared>,
-}
-
-/// The addresses handed to the guest through `control` (`--listen`, `--udp`).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Grants {
-    pub(crate) listen: Vec<SocketAddr>,
-    pub(crate) udp: Vec<SocketAddr>,
 }
 
 impl WasiView for HostState {
