@@ -181,7 +181,7 @@ where
     }
 }
 
-/// Runs `until_shutdown` and returns when it ends or the host asks to stop, whichever is first.
+/// Runs `work` and returns when it ends or the host asks to stop, whichever is first.
 pub async fn until_shutdown<F>(work: F) -> io::Result<()>
 where
     F: Future<Output = io::Result<()>>,

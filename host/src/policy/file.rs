@@ -14,7 +14,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::rule::{AddrPattern, Pattern, Rule, Use, normalise_name};
+use super::rule::{AddrPattern, Pattern, Rule, Use, fold_name, normalise_name};
 
 /// Everything a guest is granted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -180,9 +180,7 @@ impl Policy {
 
     /// The sandbox's own answer for `name`, if the dns-map has one.
     pub fn mapped_addrs(&self, name: &str) -> Option<&[IpAddr]> {
-        let name = name.trim();
-        let folded = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-        self.dns_map.get(&folded).map(Vec::as_slice)
+        self.dns_map.get(&fold_name(name)).map(Vec::as_slice)
     }
 
     /// Things that load but probably do not do what was meant, for the CLI to print.

@@ -330,8 +330,8 @@ impl fmt::Display for NamePattern {
     }
 }
 
-/// Case and one trailing dot do not make a different name.
-fn fold_name(name: &str) -> String {
+/// Case and one trailing dot do not make a different name: the form names are compared in.
+pub(crate) fn fold_name(name: &str) -> String {
     let name = name.trim();
     name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
 }
