@@ -4,9 +4,9 @@
 use clap::Args;
 
 use super::Failure;
-use super::run::{StopSignals, supervise};
+use super::run::{StopSignals, exit_status, supervise};
 use sockbox::policy::learn::{minimal_policy, permissive_loopback};
-use sockbox::{GuestExit, GuestSource, Policy, Sandbox};
+use sockbox::{GuestSource, Policy, Sandbox};
 
 #[derive(Args, Debug)]
 pub(crate) struct LearnArgs {
@@ -35,12 +35,10 @@ pub(crate) async fn learn(args: LearnArgs) -> Result<u8, Failure> {
             "learn grants loopback addresses only; {addr} is not one"
         )));
     }
-    let (listen, udp) = (flags.listen.clone(), flags.udp.clone());
-    let mut policy = flags.merge(permissive_loopback());
     // The guest is told its addresses, but the grants are the permissive ones.
-    policy
-        .rules
-        .retain(|r| r.source.starts_with(sockbox::policy::learn::LEARN_SOURCE));
+    let mut policy = permissive_loopback();
+    policy.listen = flags.listen.clone();
+    policy.udp = flags.udp.clone();
 
     let mut signals = StopSignals::install().map_err(Failure::usage)?;
     let mut guest = Sandbox::builder(GuestSource::parse(&args.guest))
@@ -54,13 +52,7 @@ pub(crate) async fn learn(args: LearnArgs) -> Result<u8, Failure> {
         "sockbox: learning; stop the guest with Ctrl-C (SIGINT) or SIGTERM to get the policy"
     );
     let exit = supervise(&mut guest, &mut signals).await;
-    let learned = minimal_policy(&guest.decisions(), &listen, &udp);
+    let learned = minimal_policy(&guest.decisions(), &flags.listen, &flags.udp);
     print!("{learned}");
-    match exit {
-        GuestExit::Clean => Ok(0),
-        other => {
-            eprintln!("sockbox: guest `{}` {other}", guest.name());
-            Ok(1)
-        }
-    }
+    Ok(exit_status(&guest, exit, false))
 }

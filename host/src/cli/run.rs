@@ -70,17 +70,21 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
     let mut guest = builder.start().await.map_err(Failure::usage)?;
 
     let exit = supervise(&mut guest, &mut signals).await;
+    Ok(exit_status(&guest, exit, args.fail_on_denial))
+}
 
+/// The contract's exit status for how the guest ended, saying why on stderr when not 0.
+pub(crate) fn exit_status(guest: &RunningGuest, exit: GuestExit, fail_on_denial: bool) -> u8 {
     let denials = guest.denials();
     match exit {
-        GuestExit::Clean if args.fail_on_denial && denials > 0 => {
+        GuestExit::Clean if fail_on_denial && denials > 0 => {
             eprintln!("sockbox: {denials} operation(s) were denied (--fail-on-denial)");
-            Ok(3)
+            3
         }
-        GuestExit::Clean => Ok(0),
+        GuestExit::Clean => 0,
         other => {
             eprintln!("sockbox: guest `{}` {other}", guest.name());
-            Ok(1)
+            1
         }
     }
 }

@@ -9,7 +9,7 @@ use super::rule::is_implicit_bind_addr;
 use super::{Policy, Use};
 use crate::audit::AuditEvent;
 
-/// Rule source marking the permissive grants, so learned output never repeats them.
+/// Rule source of the permissive grants, as audit lines show it while learning.
 pub const LEARN_SOURCE: &str = "learn: loopback";
 
 /// The permissive loopback grants a guest runs under while sockbox learns: any loopback
