@@ -28,6 +28,6 @@ pub mod sandbox;
 pub use audit::AuditEvent;
 pub use policy::Policy;
 pub use sandbox::{
-    GuestExit, GuestSource, ReadySocket, RunningGuest, Sandbox, SandboxBuilder, SocketWatch,
-    Transport,
+    CompileCache, GuestExit, GuestSource, ReadySocket, RunningGuest, Sandbox, SandboxBuilder,
+    SocketWatch, Transport,
 };

@@ -29,7 +29,8 @@ fn ci_job(upstream: SocketAddr, policy: Option<&PathBuf>) -> (Option<i32>, Strin
     let mut cmd = Command::new("bash");
     cmd.arg(examples().join("ci-job.sh"))
         .arg(upstream.to_string())
-        .env("SOCKBOX", env!("CARGO_BIN_EXE_sockbox"));
+        .env("SOCKBOX", env!("CARGO_BIN_EXE_sockbox"))
+        .env("SOCKBOX_CACHE_DIR", crate::support::compile_cache_dir());
     if let Some(policy) = policy {
         cmd.arg(policy);
     }

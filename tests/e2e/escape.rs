@@ -696,7 +696,7 @@ fn the_host_environment_does_not_leak_through_the_cli() {
     let value = format!("hunter2-{nanos:x}");
     // Set on the sockbox process only: setting it in this multi-threaded test process would
     // race with the other tests reading the environment.
-    let out = Command::new(env!("CARGO_BIN_EXE_sockbox"))
+    let out = crate::support::sockbox_command()
         .args(["run", test_guest("hostile").to_str().unwrap(), "--", "env"])
         .env(&key, &value)
         .env("HOME", "/home/sockbox-test")

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod cache;
 mod chat;
 mod ci_example;
 mod cli;
@@ -12,6 +13,7 @@ mod commands;
 mod echo;
 mod escape;
 mod framing;
+mod instances;
 mod plain;
 mod policy_cli;
 mod proxy;

@@ -82,6 +82,18 @@ pub async fn stop_clean(guest: RunningGuest) {
     assert!(exit.is_clean(), "guest {exit}\nstderr:\n{stderr}");
 }
 
+/// The sockbox binary, with its compile cache in the test's own target dir, not the user's.
+pub fn sockbox_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sockbox"));
+    command.env("SOCKBOX_CACHE_DIR", compile_cache_dir());
+    command
+}
+
+/// Where the CLI tests keep compiled components between runs.
+pub fn compile_cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache")
+}
+
 /// The sockbox binary, running with piped stdout/stderr.
 pub struct Cli {
     pub child: Child,
@@ -90,8 +102,14 @@ pub struct Cli {
 
 impl Cli {
     pub fn spawn(args: &[&str]) -> Cli {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sockbox"))
-            .args(args)
+        let mut command = sockbox_command();
+        command.args(args);
+        Cli::from_command(command)
+    }
+
+    /// Runs a prepared sockbox command (extra environment, say) with piped stdout/stderr.
+    pub fn from_command(mut command: Command) -> Cli {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -168,7 +186,7 @@ impl Drop for Cli {
 
 /// Runs sockbox to completion (for commands that exit by themselves).
 pub fn sockbox(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sockbox"))
+    let out = sockbox_command()
         .args(args)
         .stdin(Stdio::null())
         .output()

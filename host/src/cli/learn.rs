@@ -4,7 +4,7 @@
 use clap::Args;
 
 use super::Failure;
-use super::run::{StopSignals, exit_status, supervise};
+use super::run::{StopSignals, compile_cache, exit_status, supervise};
 use sockbox::policy::learn::{minimal_policy, permissive_loopback};
 use sockbox::{GuestSource, Policy, Sandbox};
 
@@ -44,6 +44,7 @@ pub(crate) async fn learn(args: LearnArgs) -> Result<u8, Failure> {
     let mut guest = Sandbox::builder(GuestSource::parse(&args.guest))
         .policy(policy)
         .args(args.guest_args.iter().cloned())
+        .compile_cache(compile_cache(false))
         .print_denials(true)
         .start()
         .await

@@ -150,6 +150,6 @@ mod tests {{
 }
 
 const RUST_TOOLCHAIN: &str = r#"[toolchain]
-channel = "1.95.0"
+channel = "1.99.1"
 targets = ["wasm32-wasip2"]
 "#;

@@ -9,7 +9,9 @@ use clap::Args;
 
 use super::Failure;
 use sockbox::audit::AuditLog;
-use sockbox::{GuestExit, GuestSource, Policy, RunningGuest, Sandbox};
+use sockbox::{
+    CompileCache, GuestExit, GuestSource, Policy, RunningGuest, Sandbox, SandboxBuilder,
+};
 
 /// How long a guest gets to return after it was asked to stop.
 const GRACE: Duration = Duration::from_secs(5);
@@ -40,6 +42,14 @@ pub(crate) struct RunArgs {
     /// Cap the guest's linear memory (e.g. 64MiB); growing past it fails inside the guest.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_memory: Option<u64>,
+    /// Run N instances of the guest sharing each granted address, the kernel spreading clients
+    /// over them (SO_REUSEPORT); `auto` is one per core.
+    #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_instances)]
+    instances: usize,
+    /// Do not read or write the on-disk cache of compiled components (by default in the
+    /// user's cache dir, or SOCKBOX_CACHE_DIR).
+    #[arg(long)]
+    no_cache: bool,
     /// Arguments passed to the guest.
     #[arg(last = true, value_name = "GUEST_ARGS")]
     guest_args: Vec<String>,
@@ -60,6 +70,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
     let mut builder = Sandbox::builder(source)
         .policy(policy)
         .args(args.guest_args.iter().cloned())
+        .compile_cache(compile_cache(args.no_cache))
         .print_denials(true);
     if let Some(path) = &args.audit {
         let log = AuditLog::open(path)
@@ -67,10 +78,72 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
             .map_err(Failure::usage)?;
         builder = builder.audit_log(log);
     }
+    if args.instances > 1 {
+        return run_instances(builder, args.instances, &mut signals, args.fail_on_denial).await;
+    }
     let mut guest = builder.start().await.map_err(Failure::usage)?;
 
     let exit = supervise(&mut guest, &mut signals).await;
     Ok(exit_status(&guest, exit, args.fail_on_denial))
+}
+
+/// `--instances N`: the ready lines once every instance serves, then all stop together; the
+/// status is the worst of theirs.
+async fn run_instances(
+    builder: SandboxBuilder,
+    count: usize,
+    signals: &mut StopSignals,
+    fail_on_denial: bool,
+) -> Result<u8, Failure> {
+    builder.validate().map_err(Failure::usage)?;
+    let (mut guests, sockets) = builder
+        .start_instances(count)
+        .await
+        .map_err(|error| Failure { status: 1, error })?;
+    {
+        let mut out = std::io::stdout().lock();
+        for socket in &sockets {
+            let _ = writeln!(out, "ready {socket}");
+        }
+        let _ = out.flush();
+    }
+    let signal = tokio::select! {
+        _ = futures::future::join_all(guests.iter_mut().map(|g| g.wait())) => None,
+        signal = signals.next() => Some(signal),
+    };
+    if let Some(signal) = signal {
+        tracing::info!("{signal}: asking {count} instances to stop");
+        for guest in &guests {
+            guest.request_shutdown();
+        }
+    }
+    let grace = if guests.iter().all(|g| g.uses_control()) || signal.is_none() {
+        GRACE
+    } else {
+        Duration::ZERO
+    };
+    let exits = futures::future::join_all(guests.iter_mut().map(|g| g.finish(grace))).await;
+    let status = guests
+        .iter()
+        .zip(exits)
+        .map(|(guest, exit)| match exit {
+            // Stopping a guest without `control` is what the signal asked for.
+            GuestExit::Killed if signal.is_some() && !guest.uses_control() => 0,
+            exit => exit_status(guest, exit, fail_on_denial),
+        })
+        .max()
+        .unwrap_or(0);
+    Ok(status)
+}
+
+fn parse_instances(text: &str) -> Result<usize, String> {
+    if text == "auto" {
+        return Ok(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    }
+    match text.parse::<usize>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err(format!("expected a number from 1 to 256 or `auto`, got {text:?}")),
+    }
 }
 
 /// The contract's exit status for how the guest ended, saying why on stderr when not 0.
@@ -86,6 +159,15 @@ pub(crate) fn exit_status(guest: &RunningGuest, exit: GuestExit, fail_on_denial:
             eprintln!("sockbox: guest `{}` {other}", guest.name());
             1
         }
+    }
+}
+
+/// The CLI keeps compiled components on disk unless told not to.
+pub(crate) fn compile_cache(no_cache: bool) -> CompileCache {
+    if no_cache {
+        CompileCache::Off
+    } else {
+        CompileCache::user_default()
     }
 }
 

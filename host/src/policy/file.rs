@@ -197,6 +197,16 @@ impl Policy {
             .collect()
     }
 
+    /// This policy for a further instance of a guest whose first instance serves on `tcp` and
+    /// `udp`: each port-0 `--listen`/`--udp` address becomes the port the first instance got,
+    /// so every instance shares it. The rules keep the user's words for the audit.
+    pub fn pinned_to(&self, tcp: &[SocketAddr], udp: &[SocketAddr]) -> Policy {
+        let mut pinned = self.clone();
+        pin_ports(&mut pinned.listen, &mut pinned.rules, Use::TcpListen, tcp);
+        pin_ports(&mut pinned.udp, &mut pinned.rules, Use::UdpBind, udp);
+        pinned
+    }
+
     fn add_listen(&mut self, addr: SocketAddr, source: String) {
         self.listen.push(addr);
         self.rules.push(listen_rule(Use::TcpListen, addr, source));
@@ -205,6 +215,28 @@ impl Policy {
     fn add_udp(&mut self, addr: SocketAddr, source: String) {
         self.udp.push(addr);
         self.rules.push(listen_rule(Use::UdpBind, addr, source));
+    }
+}
+
+/// Replaces each port-0 address of `addrs` (and the rule it made) with the serving address on
+/// the same IP, each serving address used once.
+fn pin_ports(addrs: &mut [SocketAddr], rules: &mut [Rule], use_: Use, serving: &[SocketAddr]) {
+    let mut taken = vec![false; serving.len()];
+    let mut pinned_rules = vec![false; rules.len()];
+    for addr in addrs.iter_mut().filter(|a| a.port() == 0) {
+        let Some(i) = (0..serving.len()).find(|&i| !taken[i] && serving[i].ip() == addr.ip())
+        else {
+            continue;
+        };
+        taken[i] = true;
+        let wanted = Pattern::Addr(AddrPattern::exact(*addr));
+        if let Some(r) = (0..rules.len())
+            .find(|&r| !pinned_rules[r] && rules[r].use_ == use_ && rules[r].pattern == wanted)
+        {
+            pinned_rules[r] = true;
+            rules[r].pattern = Pattern::Addr(AddrPattern::exact(serving[i]));
+        }
+        *addr = serving[i];
     }
 }
 
@@ -379,6 +411,39 @@ pub struct LimitsSection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pinning_gives_port_zero_grants_the_first_instances_ports_only() {
+        let policy = Policy::from_flags(
+            &strings(&["127.0.0.1:0", "127.0.0.1:7000", "[::1]:0"]),
+            &strings(&["127.0.0.1:0"]),
+            &[],
+        )
+        .unwrap();
+        let pinned = policy.pinned_to(
+            &[
+                sa("127.0.0.1:41000"),
+                sa("127.0.0.1:7000"),
+                sa("[::1]:42000"),
+            ],
+            &[sa("127.0.0.1:43000")],
+        );
+        assert_eq!(
+            pinned.listen,
+            [
+                sa("127.0.0.1:41000"),
+                sa("127.0.0.1:7000"),
+                sa("[::1]:42000")
+            ]
+        );
+        assert_eq!(pinned.udp, [sa("127.0.0.1:43000")]);
+        let listen = pinned.decide(Use::TcpListen, sa("127.0.0.1:41000"));
+        assert!(listen.allowed);
+        assert_eq!(listen.rule.as_deref(), Some("--listen 127.0.0.1:0"));
+        assert!(!pinned.decide(Use::TcpListen, sa("127.0.0.1:41001")).allowed);
+        assert!(pinned.decide(Use::UdpBind, sa("127.0.0.1:43000")).allowed);
+        assert!(!pinned.decide(Use::UdpBind, sa("127.0.0.1:0")).allowed);
+    }
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()

@@ -1,15 +1,18 @@
-//! One wasmtime engine per process, and a cache of compiled components.
+//! One wasmtime engine per process, and the compiled components it runs.
 //!
-//! Compiling a component is the slow part of starting a guest; a process that starts the
-//! same guest again (tests, `sockbox up` restarts) compiles it once.
+//! Compiling a component is the slow part of starting a guest. A process that starts the same
+//! guest again (tests, `sockbox up` restarts, `--instances`) compiles it once, and with a
+//! [`CompileCache`] a later process loads it from disk instead.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
+
+use super::cache::{self, CompileCache, Origin};
 
 /// How often the epoch advances. A guest that computes without calling the host yields to
 /// the async runtime at every epoch, so one busy guest cannot starve the host's other work.
@@ -37,10 +40,16 @@ pub(crate) fn engine() -> &'static Engine {
     })
 }
 
-/// Compiles `bytes` once per `key` for the life of the process.
-pub(crate) fn component(key: &str, bytes: &[u8]) -> Result<Component> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<OnceLock<Component>>>>> = OnceLock::new();
-    let slot = CACHE
+/// Compiles `bytes` once per `key` for the life of the process, through `disk` when it is on.
+/// `describe` names the component in errors (a path or a built-in's name, never the key).
+pub(crate) fn component(
+    key: &str,
+    bytes: &[u8],
+    disk: &CompileCache,
+    describe: &str,
+) -> Result<Component> {
+    static MEMORY: OnceLock<Mutex<HashMap<String, Arc<OnceLock<Component>>>>> = OnceLock::new();
+    let slot = MEMORY
         .get_or_init(Default::default)
         .lock()
         .unwrap()
@@ -50,8 +59,16 @@ pub(crate) fn component(key: &str, bytes: &[u8]) -> Result<Component> {
     if let Some(component) = slot.get() {
         return Ok(component.clone());
     }
-    let component = Component::new(engine(), bytes)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("`{key}` is not a valid WebAssembly component"))?;
+    let started = Instant::now();
+    let compile = || {
+        Component::new(engine(), bytes)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{describe} is not a valid WebAssembly component"))
+    };
+    let (component, origin) = match disk {
+        CompileCache::Off => (compile()?, Origin::Compiled),
+        CompileCache::Dir(dir) => cache::load_or_compile(dir, engine(), bytes, compile)?,
+    };
+    tracing::debug!(?origin, elapsed = ?started.elapsed(), "component {describe} loaded");
     Ok(slot.get_or_init(|| component).clone())
 }

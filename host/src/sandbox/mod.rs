@@ -6,12 +6,14 @@
 //! [`RunningGuest`] waits for readiness, exposes decisions, asks the guest to stop and
 //! reports how it ended.
 
+mod cache;
 mod control;
 mod dns;
 mod engine;
 mod inspect;
 mod network;
 mod readiness;
+mod reuseport;
 mod state;
 
 use std::fmt;
@@ -32,6 +34,7 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use crate::audit::{AuditEvent, AuditLog};
 use crate::policy::{Gate, Policy};
+pub use cache::CompileCache;
 pub use inspect::{Inspection, inspect};
 use state::{HostState, Readiness, Shared};
 
@@ -74,8 +77,14 @@ impl GuestSource {
         }
     }
 
-    /// Compiles the component (once per process and source).
+    /// Compiles the component (once per process and source), without the on-disk cache.
     pub fn compile(&self) -> Result<Component> {
+        self.compile_with(&CompileCache::Off)
+    }
+
+    /// Compiles the component (once per process and source), loading it from `cache` when a
+    /// sound entry is there and writing it there otherwise.
+    pub fn compile_with(&self, cache: &CompileCache) -> Result<Component> {
         match self {
             GuestSource::Builtin(name) => {
                 let bytes = crate::builtin::get(name).ok_or_else(|| {
@@ -85,17 +94,21 @@ impl GuestSource {
                         known.join(", ")
                     )
                 })?;
-                engine::component(&format!("builtin:{name}"), bytes)
+                let describe = format!("the built-in guest `{name}`");
+                engine::component(&format!("builtin:{name}"), bytes, cache, &describe)
             }
             GuestSource::File(path) => {
                 let bytes = std::fs::read(path)
                     .with_context(|| format!("cannot read the component {}", path.display()))?;
                 let key = format!("file:{}:{}", path.display(), digest(&bytes));
-                engine::component(&key, &bytes)
+                engine::component(&key, &bytes, cache, &path.display().to_string())
             }
-            GuestSource::Bytes { name, bytes } => {
-                engine::component(&format!("bytes:{name}:{}", digest(bytes)), bytes)
-            }
+            GuestSource::Bytes { name, bytes } => engine::component(
+                &format!("bytes:{name}:{}", digest(bytes)),
+                bytes,
+                cache,
+                &format!("guest `{name}`"),
+            ),
         }
     }
 }
@@ -196,15 +209,18 @@ impl Sandbox {
 }
 
 /// Everything a guest is given, gathered before it starts.
+#[derive(Clone)]
 pub struct SandboxBuilder {
     source: GuestSource,
     name: Option<String>,
     policy: Policy,
     args: Vec<String>,
     env: Vec<(String, String)>,
-    audit_log: Option<AuditLog>,
+    audit_log: Option<Arc<AuditLog>>,
     print_denials: bool,
     capture_output: bool,
+    compile_cache: CompileCache,
+    share_ports: bool,
 }
 
 /// What a guest printed, when captured (see [`SandboxBuilder::capture_output`]).
@@ -228,7 +244,16 @@ impl SandboxBuilder {
             audit_log: None,
             print_denials: false,
             capture_output: false,
+            compile_cache: CompileCache::Off,
+            share_ports: false,
         }
+    }
+
+    /// Keep the compiled component on disk between runs (default: off, compiled in memory once
+    /// per process). [`CompileCache::user_default`] is what the CLI uses.
+    pub fn compile_cache(mut self, cache: CompileCache) -> Self {
+        self.compile_cache = cache;
+        self
     }
 
     /// Keep the guest's stdout and stderr in memory ([`RunningGuest::stdout`]) instead of
@@ -268,7 +293,7 @@ impl SandboxBuilder {
 
     /// Append every decision to this JSONL audit log.
     pub fn audit_log(mut self, log: AuditLog) -> Self {
-        self.audit_log = Some(log);
+        self.audit_log = Some(Arc::new(log));
         self
     }
 
@@ -282,7 +307,7 @@ impl SandboxBuilder {
     /// Errors here are load errors: nothing of the guest has run.
     pub async fn start(self) -> Result<RunningGuest> {
         let name = self.name.clone().unwrap_or_else(|| self.source.name());
-        let component = self.source.compile()?;
+        let component = self.source.compile_with(&self.compile_cache)?;
         let engine = engine::engine();
 
         let uses_control = imports_control(&component);
@@ -318,6 +343,7 @@ impl SandboxBuilder {
             limits: limits.build(),
             gate,
             shared: shared.clone(),
+            share_ports: self.share_ports,
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limits);
@@ -328,10 +354,14 @@ impl SandboxBuilder {
             anyhow::Error::from(err).context(format!("cannot instantiate guest `{name}`"))
         })?;
 
-        let task = tokio::spawn(async move {
+        // Unconstrained: one `poll` of wasi:io checks every pollable the guest waits on within a
+        // single task poll; under tokio's cooperative budget (128 resource polls a turn) the
+        // pollables past the budget would read as pending and their clients starve. The guest
+        // still yields at every epoch tick, so it cannot hold a worker thread.
+        let task = tokio::spawn(tokio::task::unconstrained(async move {
             let result = command.wasi_cli_run().call_run(&mut store).await;
             classify(result)
-        });
+        }));
 
         let expected = (self.policy.listen.len() + self.policy.udp.len()).max(1);
         Ok(RunningGuest {
@@ -346,12 +376,68 @@ impl SandboxBuilder {
     }
 }
 
+impl SandboxBuilder {
+    /// Compiles and type-checks the guest against the sandbox without running anything: the
+    /// load errors [`SandboxBuilder::start`] would report.
+    pub fn validate(&self) -> Result<()> {
+        let name = self.name.clone().unwrap_or_else(|| self.source.name());
+        let component = self.source.compile_with(&self.compile_cache)?;
+        prepare(&component, &name).map(drop)
+    }
+
+    /// Starts `count` instances of the guest that share each granted address (`SO_REUSEPORT`):
+    /// the kernel spreads clients over them, so a guest uses as many cores as it has instances.
+    /// The first instance takes any port-0 address's port and the others are granted exactly
+    /// that port. Returns once every instance is ready, with the sockets they share; each
+    /// instance keeps its own store, limits and audit events (named `NAME#i`).
+    pub async fn start_instances(
+        self,
+        count: usize,
+    ) -> Result<(Vec<RunningGuest>, Vec<ReadySocket>)> {
+        anyhow::ensure!(count >= 1, "at least one instance is needed");
+        if count == 1 {
+            let mut guest = self.start().await?;
+            let sockets = guest.ready().await?;
+            return Ok((vec![guest], sockets));
+        }
+        if !cfg!(target_os = "linux") {
+            bail!("--instances above 1 needs SO_REUSEPORT, which sockbox supports on Linux only");
+        }
+        let name = self.name.clone().unwrap_or_else(|| self.source.name());
+        let instance = |i: usize, policy: Policy| {
+            let mut builder = self.clone().policy(policy).name(format!("{name}#{i}"));
+            builder.share_ports = true;
+            builder
+        };
+        let mut first = instance(0, self.policy.clone()).start().await?;
+        let sockets = first.ready().await?;
+        let addrs = |t: Transport| -> Vec<SocketAddr> {
+            sockets
+                .iter()
+                .filter(|s| s.transport == t)
+                .map(|s| s.addr)
+                .collect()
+        };
+        let pinned = self
+            .policy
+            .pinned_to(&addrs(Transport::Tcp), &addrs(Transport::Udp));
+        let mut guests = vec![first];
+        for i in 1..count {
+            let mut guest = instance(i, pinned.clone()).start().await?;
+            guest.ready().await?;
+            guests.push(guest);
+        }
+        Ok((guests, sockets))
+    }
+}
+
 /// Everything a guest may import: WASI 0.2 with sockbox's readiness hooks and name lookup,
 /// plus `control`.
 fn linker() -> Result<Linker<HostState>> {
     let mut linker: Linker<HostState> = Linker::new(engine::engine());
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
     readiness::add_hooks(&mut linker)?;
+    reuseport::add_hooks(&mut linker)?;
     dns::add_to_linker(&mut linker)?;
     control::add_to_linker(&mut linker)?;
     Ok(linker)

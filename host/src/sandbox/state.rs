@@ -24,6 +24,8 @@ pub(crate) struct HostState {
     pub(crate) limits: StoreLimits,
     pub(crate) gate: Arc<Gate>,
     pub(crate) shared: Arc<Shared>,
+    /// Other instances bind the same addresses (`SO_REUSEPORT` on every new socket).
+    pub(crate) share_ports: bool,
 }
 
 impl WasiView for HostState {
@@ -52,12 +54,16 @@ pub(crate) struct Shared {
     pub(crate) events: broadcast::Sender<AuditEvent>,
     pub(crate) decisions: Mutex<VecDeque<AuditEvent>>,
     pub(crate) denials: AtomicU64,
-    pub(crate) audit_log: Option<AuditLog>,
+    pub(crate) audit_log: Option<Arc<AuditLog>>,
     pub(crate) print_denials: bool,
 }
 
 impl Shared {
-    pub(crate) fn new(guest: String, audit_log: Option<AuditLog>, print_denials: bool) -> Shared {
+    pub(crate) fn new(
+        guest: String,
+        audit_log: Option<Arc<AuditLog>>,
+        print_denials: bool,
+    ) -> Shared {
         Shared {
             guest,
             readiness: watch::Sender::new(Readiness::default()),
