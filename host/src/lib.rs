@@ -18,9 +18,11 @@
 //! ```
 //!
 //! Modules: [`sandbox`] loads, instantiates, runs and stops guests; [`policy`] decides what a
-//! guest may do; [`audit`] records each decision; [`builtin`] holds the embedded guests.
+//! guest may do; [`audit`] records each decision; [`builtin`] holds the embedded guests;
+//! [`bench`] measures guests against native servers.
 
 pub mod audit;
+pub mod bench;
 pub mod builtin;
 pub mod policy;
 pub mod sandbox;

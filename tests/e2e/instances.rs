@@ -82,7 +82,10 @@ fn run_with_instances_prints_one_ready_line_and_stops_all_on_sigterm() {
     assert_eq!(code, Some(0), "{stderr}");
     let mut rest = String::new();
     cli.stdout.read_to_string(&mut rest).unwrap();
-    assert_eq!(rest, "", "one ready line for the shared address, nothing else");
+    assert_eq!(
+        rest, "",
+        "one ready line for the shared address, nothing else"
+    );
 
     let log = std::fs::read_to_string(&audit).unwrap();
     for name in ["echo#0", "echo#1"] {
@@ -105,5 +108,8 @@ fn instances_must_be_a_count_or_auto() {
         "zero",
     ]);
     assert_eq!(code, Some(2));
-    assert!(stderr.contains("expected a number from 1 to 256 or `auto`"), "{stderr}");
+    assert!(
+        stderr.contains("expected a number from 1 to 256 or `auto`"),
+        "{stderr}"
+    );
 }

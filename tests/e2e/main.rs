@@ -5,6 +5,7 @@
 
 mod support;
 
+mod bench;
 mod cache;
 mod chat;
 mod ci_example;

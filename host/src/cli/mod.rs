@@ -1,6 +1,7 @@
 //! Argument parsing and the subcommands. Exit status: 0 clean, 1 guest failure,
 //! 2 usage/policy/load error (nothing ran), 3 `--fail-on-denial` and a denial happened.
 
+mod bench;
 mod check;
 mod client;
 mod learn;
@@ -36,6 +37,8 @@ enum Command {
     New(new::NewArgs),
     /// An interactive native client: stdin to the server, replies to stdout.
     Client(client::ClientArgs),
+    /// Guest against native figures (throughput, latency, start, memory) as ratios.
+    Bench(bench::BenchArgs),
 }
 
 /// A failure with the exit status it maps to.
@@ -81,6 +84,7 @@ pub fn main() -> ExitCode {
             Command::Learn(args) => learn::learn(args).await,
             Command::New(args) => new::new(args),
             Command::Client(args) => client::client(args).await,
+            Command::Bench(args) => bench::bench(args).await,
         }
     });
     // Guests blocked in host calls must not keep the process alive once we decided to exit.

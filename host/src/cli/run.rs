@@ -142,7 +142,9 @@ fn parse_instances(text: &str) -> Result<usize, String> {
     }
     match text.parse::<usize>() {
         Ok(n) if (1..=256).contains(&n) => Ok(n),
-        _ => Err(format!("expected a number from 1 to 256 or `auto`, got {text:?}")),
+        _ => Err(format!(
+            "expected a number from 1 to 256 or `auto`, got {text:?}"
+        )),
     }
 }
 
