@@ -5,9 +5,8 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use wstd::runtime::{AsyncPollable, WaitFor};
-
 use crate::net::addr::from_wasi;
+use crate::runtime::Registration;
 
 mod bindings {
     wit_bindgen::generate!({
@@ -39,26 +38,24 @@ pub fn ready() {
 
 /// Resolves once the host asks the guest to stop. Cheap to create; each one is independent.
 pub fn shutdown() -> Shutdown {
-    let pollable = AsyncPollable::new(wit::shutdown());
-    let wait = pollable.wait_for();
     Shutdown {
-        wait,
-        _pollable: pollable,
+        signal: Registration::new(wit::shutdown()),
+        seen: None,
     }
 }
 
 /// A future that completes when the host requests shutdown.
 #[must_use = "a shutdown signal does nothing unless awaited"]
 pub struct Shutdown {
-    // The wait borrows the registration; both are dropped together, wait first.
-    wait: WaitFor,
-    _pollable: AsyncPollable,
+    signal: Registration,
+    seen: Option<u64>,
 }
 
 impl Future for Shutdown {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.wait).poll(cx)
+        let this = &mut *self;
+        this.signal.poll_wait(cx, &mut this.seen)
     }
 }

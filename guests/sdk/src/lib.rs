@@ -1,8 +1,9 @@
 //! The sockbox guest SDK: everything a sandboxed socket server needs, and nothing it can get wrong.
 //!
 //! - [`net`]: async TCP listener and stream, async UDP socket, over WASI 0.2 pollables on the
-//!   `wstd` reactor. Each type owns its streams and pollables and drops them before their socket,
-//!   so no guest can trap with "resource has children".
+//!   SDK's own runtime (`runtime/`: executor, reactor, timers). Each type owns its streams and
+//!   pollables and drops them before their socket, so no guest can trap with "resource has
+//!   children".
 //! - [`control`]: the addresses the host granted, the ready announcement, the shutdown signal.
 //! - [`serve`]: accept loops (TCP) and answer loops (UDP) that serve many clients at once and
 //!   stop cleanly on shutdown.
@@ -10,6 +11,7 @@
 //!   (pure code over bytes).
 //! - [`channel`]: an unbounded queue between tasks, for servers that fan messages out.
 //! - [`future`]: combinators (`zip`, `try_zip`, `or`...) to run futures side by side in a task.
+//! - [`spawn`], [`sleep`], [`timeout`]: tasks and time on the runtime.
 //!
 //! A guest's `main` is usually `sockbox_guest::run(async { ... })` around one of the
 //! [`serve`] helpers.
@@ -19,25 +21,27 @@ pub mod control;
 pub mod framed;
 pub mod lines;
 pub mod net;
+mod runtime;
 pub mod serve;
+mod streams;
 
 pub use futures_lite::future;
+pub use runtime::{Elapsed, Sleep, Task, sleep, spawn, timeout};
 pub use sockbox_wire as wire;
-pub use wstd::runtime::spawn;
-pub use wstd::task::sleep;
-pub use wstd::time::Duration;
+pub use std::time::Duration;
 
 use std::future::Future;
 use std::process::ExitCode;
 
-/// Runs the guest's async main on the WASI reactor and turns an error into exit status 1
-/// with the error chain on stderr (the host reports it as a guest failure).
+/// Runs the guest's async main (and the tasks it spawns) on the SDK's runtime and turns an
+/// error into exit status 1 with the error chain on stderr (the host reports it as a guest
+/// failure). When `main` ends, tasks still running are cancelled.
 pub fn run<F, E>(main: F) -> ExitCode
 where
     F: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    match wstd::runtime::block_on(main) {
+    match runtime::block_on(main) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");

@@ -13,10 +13,10 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use futures_lite::future;
-use wstd::runtime::{Task, spawn};
 
 use crate::control;
 use crate::net::{TcpListener, TcpStream, UdpSocket};
+use crate::runtime::{Task, spawn};
 
 /// Binds every address the host granted with `--listen`. Fails if there is none.
 pub async fn listen_granted() -> io::Result<Vec<TcpListener>> {

@@ -5,18 +5,23 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use wasip2::sockets::instance_network::instance_network;
+use wasip2::sockets::network::ErrorCode;
 use wasip2::sockets::tcp::{ShutdownType, TcpSocket};
 use wasip2::sockets::tcp_create_socket::create_tcp_socket;
-use wstd::io::{AsyncInputStream, AsyncOutputStream};
-use wstd::runtime::AsyncPollable;
 
 use super::addr::{family, from_wasi, to_wasi};
 use super::io_error;
+use crate::runtime::{Registration, cooperate};
+use crate::streams::{InputStream, OutputStream};
+
+/// Connections the kernel may hold for us before we accept them: enough for a burst of
+/// clients connecting at once (tokio's default too; the OS may cap it lower).
+const LISTEN_BACKLOG: u64 = 1024;
 
 /// A listening TCP socket.
 pub struct TcpListener {
     // Declared before `socket`: the pollable is the socket's child and must be dropped first.
-    readiness: AsyncPollable,
+    readiness: Registration,
     socket: TcpSocket,
 }
 
@@ -24,16 +29,17 @@ impl TcpListener {
     /// Binds and listens on `addr` (the host must have granted it; port 0 picks a free port).
     pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
         let socket = create_tcp_socket(family(addr)).map_err(io_error)?;
-        let readiness = AsyncPollable::new(socket.subscribe());
+        // Declared after `socket`, so dropped before it on every early return.
+        let readiness = Registration::new(socket.subscribe());
         let network = instance_network();
         socket
             .start_bind(&network, to_wasi(addr))
             .map_err(io_error)?;
-        readiness.wait_for().await;
-        socket.finish_bind().map_err(io_error)?;
+        finish(&readiness, || socket.finish_bind()).await?;
+        // Best effort: a host that refuses keeps its default (wasmtime's is 128).
+        let _ = socket.set_listen_backlog_size(LISTEN_BACKLOG);
         socket.start_listen().map_err(io_error)?;
-        readiness.wait_for().await;
-        socket.finish_listen().map_err(io_error)?;
+        finish(&readiness, || socket.finish_listen()).await?;
         Ok(TcpListener { readiness, socket })
     }
 
@@ -44,18 +50,24 @@ impl TcpListener {
 
     /// Waits for the next client.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        loop {
-            self.readiness.wait_for().await;
-            match self.socket.accept() {
-                Ok((socket, input, output)) => {
-                    let stream = TcpStream::from_parts(socket, input, output);
-                    let peer = stream.peer_addr()?;
-                    return Ok((stream, peer));
-                }
-                // Readiness can be spurious (e.g. a client the host refused); wait again.
-                Err(wasip2::sockets::network::ErrorCode::WouldBlock) => continue,
-                Err(code) => return Err(io_error(code)),
-            }
+        cooperate().await;
+        let (socket, input, output) = finish(&self.readiness, || self.socket.accept()).await?;
+        let stream = TcpStream::from_parts(socket, input, output);
+        let peer = stream.peer_addr()?;
+        Ok((stream, peer))
+    }
+}
+
+/// Tries a socket operation and, each time it would block, waits on the socket's pollable
+/// and tries again. (Readiness can be spurious, e.g. for a client the host refused.)
+async fn finish<T>(
+    readiness: &Registration,
+    mut attempt: impl FnMut() -> Result<T, ErrorCode>,
+) -> io::Result<T> {
+    loop {
+        match attempt() {
+            Err(ErrorCode::WouldBlock) => readiness.wait().await,
+            other => return other.map_err(io_error),
         }
     }
 }
@@ -68,8 +80,8 @@ pub struct TcpStream {
 
 struct Connection {
     // Field order is drop order: both streams (and their pollables) before the socket.
-    input: AsyncInputStream,
-    output: AsyncOutputStream,
+    input: InputStream,
+    output: OutputStream,
     socket: TcpSocket,
 }
 
@@ -88,8 +100,8 @@ impl TcpStream {
     ) -> TcpStream {
         TcpStream {
             conn: Rc::new(Connection {
-                input: AsyncInputStream::new(input),
-                output: AsyncOutputStream::new(output),
+                input: InputStream::new(input),
+                output: OutputStream::new(output),
                 socket,
             }),
         }
@@ -102,18 +114,11 @@ impl TcpStream {
         socket
             .start_connect(&network, to_wasi(addr))
             .map_err(io_error)?;
-        let streams = {
+        let (input, output) = {
             // Scoped so the pollable is gone before the socket can be dropped on error.
-            let readiness = AsyncPollable::new(socket.subscribe());
-            loop {
-                readiness.wait_for().await;
-                match socket.finish_connect() {
-                    Err(wasip2::sockets::network::ErrorCode::WouldBlock) => continue,
-                    other => break other,
-                }
-            }
+            let readiness = Registration::new(socket.subscribe());
+            finish(&readiness, || socket.finish_connect()).await?
         };
-        let (input, output) = streams.map_err(io_error)?;
         Ok(TcpStream::from_parts(socket, input, output))
     }
 

@@ -1,4 +1,4 @@
-//! UDP: datagrams in and out with their boundaries kept (wstd has no UDP, so it lives here).
+//! UDP: datagrams in and out with their boundaries kept.
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,10 +7,10 @@ use wasip2::sockets::instance_network::instance_network;
 use wasip2::sockets::network::ErrorCode;
 use wasip2::sockets::udp::{IncomingDatagramStream, OutgoingDatagram, OutgoingDatagramStream};
 use wasip2::sockets::udp_create_socket::create_udp_socket;
-use wstd::runtime::AsyncPollable;
 
 use super::addr::{family, from_wasi, to_wasi};
 use super::io_error;
+use crate::runtime::{Registration, cooperate};
 
 /// The largest payload a UDP datagram can carry over IPv4 or IPv6 without jumbograms.
 pub const MAX_DATAGRAM: usize = 65_507;
@@ -18,8 +18,8 @@ pub const MAX_DATAGRAM: usize = 65_507;
 /// A bound UDP socket that can receive from and send to any address the host allows.
 pub struct UdpSocket {
     // Field order is drop order: pollables, then the streams they watch, then the socket.
-    incoming_ready: AsyncPollable,
-    outgoing_ready: AsyncPollable,
+    incoming_ready: Registration,
+    outgoing_ready: Registration,
     incoming: IncomingDatagramStream,
     outgoing: OutgoingDatagramStream,
     socket: wasip2::sockets::udp::UdpSocket,
@@ -34,14 +34,19 @@ impl UdpSocket {
             .start_bind(&network, to_wasi(addr))
             .map_err(io_error)?;
         {
-            let readiness = AsyncPollable::new(socket.subscribe());
-            readiness.wait_for().await;
+            // Scoped so the pollable is gone before the socket can be dropped on error.
+            let readiness = Registration::new(socket.subscribe());
+            loop {
+                match socket.finish_bind() {
+                    Err(ErrorCode::WouldBlock) => readiness.wait().await,
+                    other => break other.map_err(io_error)?,
+                }
+            }
         }
-        socket.finish_bind().map_err(io_error)?;
         let (incoming, outgoing) = socket.stream(None).map_err(io_error)?;
         Ok(UdpSocket {
-            incoming_ready: AsyncPollable::new(incoming.subscribe()),
-            outgoing_ready: AsyncPollable::new(outgoing.subscribe()),
+            incoming_ready: Registration::new(incoming.subscribe()),
+            outgoing_ready: Registration::new(outgoing.subscribe()),
             incoming,
             outgoing,
             socket,
@@ -55,10 +60,11 @@ impl UdpSocket {
 
     /// Waits for the next datagram: its payload (possibly empty) and its sender.
     pub async fn recv_from(&self) -> io::Result<(Vec<u8>, SocketAddr)> {
+        cooperate().await;
         loop {
             match self.incoming.receive(1).map_err(io_error)?.pop() {
                 Some(datagram) => return Ok((datagram.data, from_wasi(datagram.remote_address))),
-                None => self.incoming_ready.wait_for().await,
+                None => self.incoming_ready.wait().await,
             }
         }
     }
@@ -71,9 +77,10 @@ impl UdpSocket {
                 format!("datagram of {} bytes exceeds {MAX_DATAGRAM}", data.len()),
             ));
         }
+        cooperate().await;
         loop {
             match self.outgoing.check_send() {
-                Ok(0) => self.outgoing_ready.wait_for().await,
+                Ok(0) => self.outgoing_ready.wait().await,
                 Ok(_) => break,
                 Err(code) => return Err(io_error(code)),
             }

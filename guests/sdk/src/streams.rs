@@ -1,0 +1,209 @@
+//! Async WASI byte streams: each operation is tried first and waits on the stream's pollable
+//! only when it would block.
+//!
+//! The pollable is subscribed on the first wait and kept for the stream's life (in a field
+//! declared before the stream, so it is dropped first).
+//!
+//! A read or splice that returns less than it asked for has drained what the host had, so the
+//! next one waits on the pollable first rather than spending a host call (and wasmtime's
+//! zero-filled read buffer) on a certain "nothing yet". If more arrived meanwhile, the
+//! pollable is already ready and the reactor's next poll says so.
+//!
+//! How much to ask for adapts too: wasmtime zero-fills a buffer of the size asked on every
+//! read and splice, so a connection of small messages asks for little, and one that keeps
+//! filling what it asked for is offered four times more next time, up to 64 KiB.
+
+use std::cell::{Cell, OnceCell};
+use std::io;
+
+use wasip2::io::streams::{self, StreamError};
+
+use crate::runtime::{Registration, cooperate};
+
+/// The range of bytes asked of the host per read or splice (wasmtime moves at most 64 KiB
+/// per call anyway).
+const MIN_CHUNK: usize = 4 * 1024;
+const MAX_CHUNK: usize = 64 * 1024;
+
+/// The readable end of a WASI stream (a TCP connection's input).
+pub(crate) struct InputStream {
+    readiness: OnceCell<Registration>,
+    /// The last read or splice came back short: wait before trying again.
+    drained: Cell<bool>,
+    /// Bytes to ask for next, from what the last calls returned.
+    chunk: Cell<usize>,
+    stream: streams::InputStream,
+}
+
+impl InputStream {
+    pub(crate) fn new(stream: streams::InputStream) -> InputStream {
+        InputStream {
+            readiness: OnceCell::new(),
+            drained: Cell::new(false),
+            chunk: Cell::new(MIN_CHUNK),
+            stream,
+        }
+    }
+
+    /// Notes that a call asking for `asked` bytes got `got`.
+    fn got(&self, asked: usize, got: usize) {
+        self.drained.set(got < asked);
+        self.chunk.set(next_chunk(self.chunk.get(), asked, got));
+    }
+
+    async fn readable(&self) {
+        self.readiness
+            .get_or_init(|| Registration::new(self.stream.subscribe()))
+            .wait()
+            .await;
+        self.drained.set(false);
+    }
+
+    /// Reads some bytes into `buf`; `Ok(0)` at end of stream (or for an empty `buf`).
+    pub(crate) async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        cooperate().await;
+        loop {
+            if self.drained.get() {
+                self.readable().await;
+            }
+            let asked = buf.len().min(self.chunk.get());
+            match self.stream.read(asked as u64) {
+                // WASI's empty read means "nothing yet", not end of stream.
+                Ok(bytes) if bytes.is_empty() => self.drained.set(true),
+                Ok(bytes) => {
+                    self.got(asked, bytes.len());
+                    buf[..bytes.len()].copy_from_slice(&bytes);
+                    return Ok(bytes.len());
+                }
+                Err(StreamError::Closed) => return Ok(0),
+                Err(StreamError::LastOperationFailed(err)) => {
+                    return Err(io::Error::other(err.to_debug_string()));
+                }
+            }
+        }
+    }
+
+    /// Moves everything from this stream into `to` until this one ends, host-side (the bytes
+    /// never enter guest memory). Returns the bytes moved.
+    pub(crate) async fn copy_to(&self, to: &OutputStream) -> io::Result<u64> {
+        let mut copied = 0;
+        loop {
+            cooperate().await;
+            if self.drained.get() {
+                self.readable().await;
+            }
+            let asked = self.chunk.get();
+            match to.stream.splice(&self.stream, asked as u64) {
+                Ok(0) => {
+                    // Either side may be holding us up; the output says whether it has room.
+                    match to.stream.check_write() {
+                        Ok(0) => to.writable().await,
+                        Ok(_) => self.drained.set(true),
+                        Err(StreamError::Closed) => return Ok(copied),
+                        Err(err) => return Err(write_error(err)),
+                    }
+                }
+                Ok(n) => {
+                    copied += n;
+                    self.got(asked, usize::try_from(n).unwrap_or(asked));
+                }
+                Err(StreamError::Closed) => return Ok(copied),
+                Err(StreamError::LastOperationFailed(err)) => {
+                    return Err(io::Error::other(err.to_debug_string()));
+                }
+            }
+        }
+    }
+}
+
+/// The writable end of a WASI stream (a TCP connection's output).
+pub(crate) struct OutputStream {
+    readiness: OnceCell<Registration>,
+    stream: streams::OutputStream,
+}
+
+impl OutputStream {
+    pub(crate) fn new(stream: streams::OutputStream) -> OutputStream {
+        OutputStream {
+            readiness: OnceCell::new(),
+            stream,
+        }
+    }
+
+    async fn writable(&self) {
+        self.readiness
+            .get_or_init(|| Registration::new(self.stream.subscribe()))
+            .wait()
+            .await
+    }
+
+    /// Hands all of `buf` to the host, as fast as `check-write` allows.
+    pub(crate) async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+        cooperate().await;
+        while !buf.is_empty() {
+            match self.stream.check_write() {
+                Ok(0) => self.writable().await,
+                Ok(permit) => {
+                    let n = buf.len().min(usize::try_from(permit).unwrap_or(usize::MAX));
+                    self.stream.write(&buf[..n]).map_err(write_error)?;
+                    buf = &buf[n..];
+                }
+                Err(err) => return Err(write_error(err)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until everything written so far has left the stream.
+    pub(crate) async fn flush(&self) -> io::Result<()> {
+        self.stream.flush().map_err(write_error)?;
+        // After a flush, `check-write` answers 0 until the flush is complete.
+        loop {
+            match self.stream.check_write() {
+                Ok(0) => self.writable().await,
+                Ok(_) => return Ok(()),
+                Err(err) => return Err(write_error(err)),
+            }
+        }
+    }
+}
+
+/// The next chunk size: four times more after a full call, otherwise enough for twice what
+/// came, within [`MIN_CHUNK`, `MAX_CHUNK`].
+fn next_chunk(chunk: usize, asked: usize, got: usize) -> usize {
+    if got >= asked {
+        (chunk * 4).min(MAX_CHUNK)
+    } else {
+        (got * 2).next_power_of_two().clamp(MIN_CHUNK, MAX_CHUNK)
+    }
+}
+
+fn write_error(err: StreamError) -> io::Error {
+    match err {
+        StreamError::Closed => io::ErrorKind::ConnectionReset.into(),
+        StreamError::LastOperationFailed(err) => io::Error::other(err.to_debug_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_grow_while_full_and_shrink_to_what_comes() {
+        let mut chunk = MIN_CHUNK;
+        let mut sizes = Vec::new();
+        for _ in 0..4 {
+            chunk = next_chunk(chunk, chunk, chunk);
+            sizes.push(chunk);
+        }
+        assert_eq!(sizes, [16 << 10, MAX_CHUNK, MAX_CHUNK, MAX_CHUNK]);
+        assert_eq!(next_chunk(MAX_CHUNK, MAX_CHUNK, 5_000), 16 << 10);
+        assert_eq!(next_chunk(MAX_CHUNK, MAX_CHUNK, 64), MIN_CHUNK);
+        // A caller's small buffer filled is no reason to shrink.
+        assert_eq!(next_chunk(MAX_CHUNK, 100, 100), MAX_CHUNK);
+    }
+}
