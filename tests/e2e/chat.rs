@@ -93,3 +93,32 @@ async fn a_client_that_never_reads_does_not_stall_the_others() {
         .unwrap();
     stop_clean(guest).await;
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_with_unread_messages_does_not_freeze_the_room() {
+    let (guest, sockets) = start("chat", policy(&["127.0.0.1:0"], &[], &[]), &[]).await;
+    let addr = tcp(&sockets);
+    let mut talker = Client::join(addr, "talker").await;
+    let mut listener = Client::join(addr, "listener").await;
+    assert_eq!(talker.next_line().await, "* listener joined\n");
+    let mut sleeper = Client::join(addr, "sleeper").await;
+    assert_eq!(listener.next_line().await, "* sleeper joined\n");
+
+    // Enough for the sleeper that the guest still has a write in flight to it when it leaves.
+    let text = "y".repeat(1000);
+    let expected = format!("talker: {text}\n");
+    for _ in 0..4000 {
+        talker.say(&text).await;
+    }
+    for i in 0..4000 {
+        assert_eq!(listener.next_line().await, expected, "line {i}");
+    }
+    // The sleeper half-closes without reading: the guest drops its connection with that
+    // write still pending, and must go on serving the others at once.
+    sleeper.writer.shutdown().await.unwrap();
+    assert_eq!(listener.next_line().await, "* sleeper left\n");
+    talker.say("still here?").await;
+    assert_eq!(listener.next_line().await, "talker: still here?\n");
+    drop(sleeper);
+    stop_clean(guest).await;
+}

@@ -11,6 +11,7 @@ mod control;
 mod dns;
 mod engine;
 mod inspect;
+mod linger;
 mod network;
 mod readiness;
 mod reuseport;
@@ -438,6 +439,7 @@ fn linker() -> Result<Linker<HostState>> {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
     readiness::add_hooks(&mut linker)?;
     reuseport::add_hooks(&mut linker)?;
+    linger::add_hooks(&mut linker)?;
     dns::add_to_linker(&mut linker)?;
     control::add_to_linker(&mut linker)?;
     Ok(linker)
