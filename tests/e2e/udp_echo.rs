@@ -79,3 +79,16 @@ async fn many_clients_at_once() {
     }
     stop_clean(guest).await;
 }
+
+#[tokio::test]
+async fn a_conversation_is_audited_once_each_way_not_per_datagram() {
+    let (guest, sockets) = start("udp-echo", policy(&[], &["127.0.0.1:0"], &[]), &[]).await;
+    let payloads: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 8]).collect();
+    assert_eq!(bounce(udp(&sockets), payloads.clone()).await, payloads);
+    let decisions = guest.decisions();
+    let count = |use_: &str| decisions.iter().filter(|d| d.use_ == use_).count();
+    assert_eq!(count("udp-recv"), 1, "{decisions:#?}");
+    assert_eq!(count("udp-send"), 1, "{decisions:#?}");
+    assert!(decisions.iter().all(|d| d.allowed()));
+    stop_clean(guest).await;
+}

@@ -58,6 +58,9 @@ pub struct Verdict {
     /// wildcard, which can only follow a bind to its port 0 (any other port is judged at the
     /// bind), so the port shown is the OS's pick and the grant to add is the port-0 one.
     pub grant_addr: SocketAddr,
+    /// An allowed datagram in a UDP conversation whose same use was already allowed and
+    /// reported: one audit line per peer and direction, not one per datagram.
+    pub repeat: bool,
 }
 
 /// The policy of one guest, with the UDP conversation state. Cheap to share (`Arc<Gate>`).
@@ -93,6 +96,7 @@ impl Gate {
             rule: d.rule,
             implicit_bind: false,
             grant_addr: addr,
+            repeat: false,
         };
         match op {
             SocketOp::TcpBind => {
@@ -143,10 +147,11 @@ impl Gate {
                 if !d.allowed && peers.contains(addr) {
                     d = Decision::allow(REPLY_SEND);
                 }
-                if d.allowed {
-                    peers.touch(addr);
+                let repeat = d.allowed && peers.touch(addr, Direction::Send);
+                Verdict {
+                    repeat,
+                    ..verdict(Use::UdpSend, d)
                 }
-                verdict(Use::UdpSend, d)
             }
             SocketOp::UdpReceive => {
                 let mut peers = self.lock_peers();
@@ -162,10 +167,11 @@ impl Gate {
                 if !d.allowed && peers.contains(addr) {
                     d = Decision::allow(REPLY_RECV);
                 }
-                if d.allowed {
-                    peers.touch(addr);
+                let repeat = d.allowed && peers.touch(addr, Direction::Receive);
+                Verdict {
+                    repeat,
+                    ..verdict(Use::UdpRecv, d)
                 }
-                verdict(Use::UdpRecv, d)
             }
         }
     }
@@ -186,6 +192,7 @@ fn implicit(addr: SocketAddr, use_: Use, granted: bool, rule: &str) -> Verdict {
         rule: granted.then(|| rule.to_string()),
         implicit_bind: true,
         grant_addr: addr,
+        repeat: false,
     }
 }
 
@@ -196,9 +203,17 @@ fn implicit(addr: SocketAddr, use_: Use, granted: bool, rule: &str) -> Verdict {
 /// peer and its IPv4 form are the same peer.
 #[derive(Debug, Default)]
 struct Peers {
-    last_used: HashMap<(IpAddr, u16), u64>,
+    /// When each peer was last used, and the directions already reported for it.
+    last_used: HashMap<(IpAddr, u16), (u64, u8)>,
     by_age: BTreeMap<u64, (IpAddr, u16)>,
     clock: u64,
+}
+
+/// The two ways a datagram goes, as bits of a peer's reported set.
+#[derive(Clone, Copy, Debug)]
+enum Direction {
+    Send = 1,
+    Receive = 2,
 }
 
 impl Peers {
@@ -210,17 +225,23 @@ impl Peers {
         self.last_used.contains_key(&Peers::key(addr))
     }
 
-    fn touch(&mut self, addr: SocketAddr) {
+    /// Marks the peer used now in `direction`; true if that direction was reported before.
+    fn touch(&mut self, addr: SocketAddr, direction: Direction) -> bool {
         let key = Peers::key(addr);
         self.clock += 1;
-        if let Some(old) = self.last_used.insert(key, self.clock) {
+        let bit = direction as u8;
+        let mut seen = 0;
+        if let Some((old, directions)) = self.last_used.insert(key, (self.clock, bit)) {
             self.by_age.remove(&old);
+            seen = directions;
+            self.last_used.insert(key, (self.clock, directions | bit));
         }
         self.by_age.insert(self.clock, key);
         while self.last_used.len() > MAX_PEERS {
             let (_, oldest) = self.by_age.pop_first().expect("non-empty");
             self.last_used.remove(&oldest);
         }
+        seen & bit != 0
     }
 }
 
@@ -461,6 +482,30 @@ mod tests {
         assert!(g.check(UdpReceive, sa("192.0.2.1:9")).allowed);
         // Denied datagrams are not remembered as peers.
         assert!(!g.check(UdpSend, sa("198.51.100.1:1")).allowed);
+    }
+
+    #[test]
+    fn a_conversation_is_reported_once_each_way_and_again_after_it_is_forgotten() {
+        let g = gate(&[], &["127.0.0.1:9000"], &[]);
+        let peer = sa("127.0.0.1:5000");
+        let first_in = g.check(SocketOp::UdpReceive, peer);
+        assert!(first_in.allowed && !first_in.repeat);
+        let first_out = g.check(SocketOp::UdpSend, peer);
+        assert!(first_out.allowed && !first_out.repeat, "the reply is its own report");
+        for _ in 0..3 {
+            assert!(g.check(SocketOp::UdpReceive, peer).repeat);
+            assert!(g.check(SocketOp::UdpSend, peer).repeat);
+        }
+        // A denial is never a repeat, however often it happens.
+        let stranger = sa("192.0.2.7:53");
+        assert!(!g.check(SocketOp::UdpSend, stranger).repeat);
+        assert!(!g.check(SocketOp::UdpSend, stranger).repeat);
+        // Pushed out of the peer set, the peer starts a new conversation.
+        for i in 0..MAX_PEERS {
+            let other = SocketAddr::new("10.0.0.2".parse().unwrap(), 1000 + i as u16);
+            g.check(SocketOp::UdpReceive, other);
+        }
+        assert!(!g.check(SocketOp::UdpReceive, peer).repeat);
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub(crate) fn grant(builder: &mut WasiCtxBuilder, gate: Arc<Gate>, shared: Arc<S
             SocketAddrUse::UdpReceive => SocketOp::UdpReceive,
         };
         let verdict = gate.check(op, addr);
-        shared.record(&verdict);
+        if !verdict.repeat {
+            shared.record(&verdict);
+        }
         let allowed = verdict.allowed;
         Box::pin(async move { allowed })
     });
