@@ -139,7 +139,8 @@ where
 }
 
 /// Answers the datagrams of already bound `sockets`, each in its own task, until the host
-/// asks to stop. A reply that cannot be sent is logged and the next datagram served.
+/// asks to stop. Datagrams are taken and answered in batches; a reply that cannot be sent is
+/// logged and the others still go out.
 pub async fn answer_until_shutdown<R>(sockets: Vec<UdpSocket>, reply: R) -> io::Result<()>
 where
     R: Fn(Vec<u8>) -> Vec<u8> + 'static,
@@ -162,14 +163,22 @@ where
         .collect()
 }
 
+/// Datagrams an answer loop takes per receive: enough that host calls cost well under one per
+/// datagram, few enough that a batch's first replies are not held back while the host receives
+/// the rest (clients waiting on replies feel that; 4 beat 8 and 16 in `sockbox bench`).
+const ANSWER_BATCH: usize = 4;
+
 async fn answer_loop<R>(socket: UdpSocket, reply: Rc<R>)
 where
     R: Fn(Vec<u8>) -> Vec<u8>,
 {
     loop {
-        match socket.recv_from().await {
-            Ok((datagram, peer)) => {
-                if let Err(err) = socket.send_to(&reply(datagram), peer).await {
+        match socket.recv_batch(ANSWER_BATCH).await {
+            Ok(datagrams) => {
+                let replies = datagrams
+                    .into_iter()
+                    .map(|(datagram, peer)| (reply(datagram), peer));
+                for (peer, err) in socket.send_batch(replies).await {
                     eprintln!("reply to {peer}: {err}");
                 }
             }

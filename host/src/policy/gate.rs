@@ -491,7 +491,10 @@ mod tests {
         let first_in = g.check(SocketOp::UdpReceive, peer);
         assert!(first_in.allowed && !first_in.repeat);
         let first_out = g.check(SocketOp::UdpSend, peer);
-        assert!(first_out.allowed && !first_out.repeat, "the reply is its own report");
+        assert!(
+            first_out.allowed && !first_out.repeat,
+            "the reply is its own report"
+        );
         for _ in 0..3 {
             assert!(g.check(SocketOp::UdpReceive, peer).repeat);
             assert!(g.check(SocketOp::UdpSend, peer).repeat);
