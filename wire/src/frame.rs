@@ -75,6 +75,25 @@ impl FrameDecoder {
 
     /// Appends bytes read from the wire.
     pub fn extend(&mut self, bytes: &[u8]) {
+        self.make_room();
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Appends bytes read from the wire, taking ownership: when nothing is pending, `bytes`
+    /// becomes the buffer as it is, without a copy (the usual case: a read that starts at a
+    /// frame boundary).
+    pub fn extend_owned(&mut self, bytes: Vec<u8>) {
+        if self.buffered() == 0 {
+            self.buf = bytes;
+            self.start = 0;
+        } else {
+            self.extend(&bytes);
+        }
+    }
+
+    /// Drops consumed bytes before appending: all of them when nothing is pending, or with a
+    /// memmove once they are most of the buffer.
+    fn make_room(&mut self) {
         if self.start > 0 && self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
@@ -82,10 +101,9 @@ impl FrameDecoder {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        self.buf.extend_from_slice(bytes);
     }
 
-    /// Bytes received but not yet returned as a frame.
+    /// Bytes received but not yet returned as a frame (or consumed).
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start
     }
@@ -94,8 +112,21 @@ impl FrameDecoder {
     /// the next header announces an oversized payload (checked as soon as the header is in,
     /// before any of the payload is buffered).
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        let pending = &self.buf[self.start..];
-        let Some(header) = pending.get(..HEADER_LEN) else {
+        let Some(len) = self.next_len()? else {
+            return Ok(None);
+        };
+        let Some(payload) = self.pending().get(HEADER_LEN..HEADER_LEN + len) else {
+            return Ok(None);
+        };
+        let payload = payload.to_vec();
+        self.start += HEADER_LEN + len;
+        Ok(Some(payload))
+    }
+
+    /// The payload length the next frame's header announces, as soon as the header is in
+    /// (the payload may not be); an error if it is over the maximum.
+    pub fn next_len(&self) -> Result<Option<usize>, FrameError> {
+        let Some(header) = self.pending().get(..HEADER_LEN) else {
             return Ok(None);
         };
         let len = u32::from_be_bytes(header.try_into().expect("4-byte header")) as usize;
@@ -105,12 +136,44 @@ impl FrameDecoder {
                 max: self.max,
             });
         }
-        let Some(payload) = pending.get(HEADER_LEN..HEADER_LEN + len) else {
-            return Ok(None);
-        };
-        let payload = payload.to_vec();
-        self.start += HEADER_LEN + len;
-        Ok(Some(payload))
+        Ok(Some(len))
+    }
+
+    /// How many pending bytes, from the start, are whole frames (headers included), and the
+    /// oversized header that stopped the count if one did: for a server whose answer to a
+    /// frame is the frame itself, which can pass them on without taking them apart.
+    pub fn whole_frames(&self) -> (usize, Option<FrameError>) {
+        let pending = self.pending();
+        let mut whole = 0;
+        while let Some(header) = pending.get(whole..whole + HEADER_LEN) {
+            let len = u32::from_be_bytes(header.try_into().expect("4-byte header")) as usize;
+            if len > self.max {
+                let too_large = FrameError {
+                    announced: len as u64,
+                    max: self.max,
+                };
+                return (whole, Some(too_large));
+            }
+            if pending.len() - whole < HEADER_LEN + len {
+                break;
+            }
+            whole += HEADER_LEN + len;
+        }
+        (whole, None)
+    }
+
+    /// The bytes received and not yet returned or consumed.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Forgets the first `n` pending bytes: the caller handled them in place (relayed them).
+    ///
+    /// # Panics
+    /// If fewer than `n` bytes are pending.
+    pub fn consume(&mut self, n: usize) {
+        assert!(n <= self.buffered(), "consumed more than is pending");
+        self.start += n;
     }
 }
 
@@ -187,6 +250,60 @@ mod tests {
         assert_eq!(dec.next_frame().unwrap().unwrap(), vec![7; 10]);
     }
 
+    #[test]
+    fn an_owned_read_at_a_frame_boundary_becomes_the_buffer() {
+        let mut dec = FrameDecoder::default();
+        let wire = encode_frame(b"adopted");
+        let at = wire.as_ptr();
+        dec.extend_owned(wire);
+        assert_eq!(dec.pending().as_ptr(), at, "no copy");
+        dec.extend_owned(encode_frame(b"appended"));
+        assert_eq!(drain(&mut dec), [&b"adopted"[..], b"appended"]);
+    }
+
+    #[test]
+    fn next_len_is_known_before_the_payload() {
+        let mut dec = FrameDecoder::new(100);
+        dec.extend(&[0, 0]);
+        assert_eq!(dec.next_len(), Ok(None));
+        dec.extend(&[0, 42, 1, 2]);
+        assert_eq!(dec.next_len(), Ok(Some(42)));
+        assert_eq!(dec.next_frame(), Ok(None));
+        dec.extend(&frame_header(101));
+        assert_eq!(dec.next_len(), Ok(Some(42)), "only the next header counts");
+    }
+
+    #[test]
+    fn whole_frames_counts_up_to_the_first_incomplete_one() {
+        let mut dec = FrameDecoder::new(10);
+        assert_eq!(dec.whole_frames(), (0, None));
+        dec.extend(&encode_frame(b"one"));
+        dec.extend(&encode_frame(b""));
+        assert_eq!(dec.whole_frames(), (11, None));
+        dec.extend(&[0, 0, 0]);
+        assert_eq!(dec.whole_frames(), (11, None), "an incomplete header");
+        dec.extend(&[5, b't', b'h']);
+        assert_eq!(dec.whole_frames(), (11, None), "an incomplete payload");
+        dec.consume(11);
+        dec.extend(b"ree");
+        assert_eq!(dec.whole_frames(), (9, None));
+        dec.consume(9);
+        assert_eq!(dec.buffered(), 0);
+    }
+
+    #[test]
+    fn whole_frames_stops_at_an_oversized_header() {
+        let mut dec = FrameDecoder::new(10);
+        dec.extend(&encode_frame(b"fine"));
+        dec.extend(&frame_header(11));
+        dec.extend(b"and more");
+        let too_large = FrameError {
+            announced: 11,
+            max: 10,
+        };
+        assert_eq!(dec.whole_frames(), (8, Some(too_large)));
+    }
+
     proptest! {
         /// Any payloads, cut into any chunks, come back whole and in order.
         #[test]
@@ -207,6 +324,32 @@ mod tests {
                 i += 1;
             }
             prop_assert_eq!(got, payloads);
+            prop_assert_eq!(dec.buffered(), 0);
+        }
+
+        /// Relaying whole frames as they come (owned reads, `whole_frames`, `consume`) passes
+        /// the bytes through unchanged, however they are cut.
+        #[test]
+        fn relaying_whole_frames_is_the_identity(
+            payloads in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..20),
+            cuts in prop::collection::vec(1usize..64, 1..50),
+        ) {
+            let wire: Vec<u8> = payloads.iter().flat_map(|p| encode_frame(p)).collect();
+            let mut dec = FrameDecoder::default();
+            let mut relayed = Vec::new();
+            let mut rest = &wire[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = cuts[i % cuts.len()].min(rest.len());
+                dec.extend_owned(rest[..n].to_vec());
+                rest = &rest[n..];
+                let (whole, too_large) = dec.whole_frames();
+                prop_assert!(too_large.is_none());
+                relayed.extend_from_slice(&dec.pending()[..whole]);
+                dec.consume(whole);
+                i += 1;
+            }
+            prop_assert_eq!(relayed, wire);
             prop_assert_eq!(dec.buffered(), 0);
         }
     }

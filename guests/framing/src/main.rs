@@ -1,5 +1,6 @@
 //! framing: every frame (`u32` big-endian length + payload) is answered with one frame
-//! holding the same payload, however frames arrive split or glued together.
+//! holding the same payload, however frames arrive split or glued together. Frames are
+//! relayed whole, without being taken apart.
 //!
 //! Payloads are limited to 16 MiB, or to `--max-frame N` bytes (`sockbox run framing --listen
 //! ADDR -- --max-frame 1024`). A larger header gets the frame `ERR frame too large` and its
@@ -15,10 +16,8 @@ use sockbox_guest::wire::DEFAULT_MAX_FRAME;
 fn main() -> ExitCode {
     sockbox_guest::run(async {
         let max = max_frame(&sockbox_guest::args())?;
-        serve_tcp(move |stream, _peer| {
-            FramedStream::with_max_frame(stream, max).answer_each(|payload| payload)
-        })
-        .await?;
+        serve_tcp(move |stream, _peer| FramedStream::with_max_frame(stream, max).echo_each())
+            .await?;
         Ok::<_, Box<dyn Error>>(())
     })
 }

@@ -3,11 +3,17 @@
 //! The built-in framed protocols (framing, rcmd) are request/response: every frame gets one
 //! frame back, and an oversized header gets the error frame of CONTRACT.md before the
 //! connection closes. [`FramedStream::answer_each`] is that whole loop, so a guest only says
-//! how to answer one payload.
+//! how to answer one payload; [`FramedStream::echo_each`] is the loop of a guest whose answer
+//! is the request itself, relayed without taking it apart.
+//!
+//! Bytes are copied as little as the host allows: a read's vector becomes the decoder's buffer
+//! when it starts at a frame boundary, an answer is written with its header in one write
+//! (copying at most one write's worth), and a relayed frame goes back from the buffer it was
+//! read into.
 
 use std::io;
 
-use sockbox_wire::{DEFAULT_MAX_FRAME, FrameDecoder, FrameError, encode_frame};
+use sockbox_wire::{DEFAULT_MAX_FRAME, FrameDecoder, FrameError, HEADER_LEN, encode_frame};
 
 use crate::net::TcpStream;
 
@@ -15,13 +21,21 @@ use crate::net::TcpStream;
 /// than the maximum.
 pub const TOO_LARGE_REPLY: &[u8] = b"ERR frame too large";
 
-/// Bytes asked of the host per read: large frames arrive in a few reads, small ones in one.
-const READ_CHUNK: usize = 64 * 1024;
+/// Most bytes asked of the host per read: large frames arrive in a few reads, small ones in
+/// one (the stream asks for less while frames are small).
+const READ_MAX: usize = 64 * 1024;
+
+/// What wasmtime takes per write.
+const WRITE_MAX: usize = 64 * 1024;
+
+/// Payload bytes gathered behind the header into one write.
+const GATHER_MAX: usize = WRITE_MAX - HEADER_LEN;
 
 /// A TCP connection that speaks frames: `u32` big-endian length, then the payload.
 pub struct FramedStream {
     decoder: FrameDecoder,
-    chunk: Vec<u8>,
+    /// A header and the start of its payload, gathered for one write (kept for its capacity).
+    gathered: Vec<u8>,
     stream: TcpStream,
 }
 
@@ -35,7 +49,7 @@ impl FramedStream {
     pub fn with_max_frame(stream: TcpStream, max: usize) -> FramedStream {
         FramedStream {
             decoder: FrameDecoder::new(max),
-            chunk: vec![0; READ_CHUNK],
+            gathered: Vec::new(),
             stream,
         }
     }
@@ -58,30 +72,36 @@ impl FramedStream {
             {
                 return Ok(Some(payload));
             }
-            let n = self.stream.read(&mut self.chunk).await?;
-            if n == 0 {
+            if !self.read_more(0).await? {
                 return match self.decoder.buffered() {
                     0 => Ok(None),
-                    partial => Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("peer closed {partial} bytes into a frame"),
-                    )),
+                    partial => Err(closed_into_a_frame(partial)),
                 };
             }
-            self.decoder.extend(&self.chunk[..n]);
         }
     }
 
-    /// Sends one frame holding `payload`.
-    pub async fn write_frame(&self, payload: &[u8]) -> io::Result<()> {
-        if u32::try_from(payload.len()).is_err() {
+    /// Sends one frame holding `payload`. Returns once the host has it, without waiting for
+    /// it to be sent (see [`TcpStream::write_all`]).
+    pub async fn write_frame(&mut self, payload: &[u8]) -> io::Result<()> {
+        let Ok(len) = u32::try_from(payload.len()) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("a frame cannot hold {} bytes", payload.len()),
             ));
+        };
+        // Header and payload in one write, so a small frame leaves as one segment; past what
+        // one write takes, the rest goes from where it is.
+        let (head, rest) = payload.split_at(payload.len().min(GATHER_MAX));
+        self.gathered.clear();
+        self.gathered.extend_from_slice(&len.to_be_bytes());
+        self.gathered.extend_from_slice(head);
+        let output = self.stream.output();
+        output.write_all(&self.gathered).await?;
+        if !rest.is_empty() {
+            output.write_all(rest).await?;
         }
-        // Header and payload in one write, so a small frame leaves as one segment.
-        self.stream.write_all(&encode_frame(payload)).await
+        output.flush()
     }
 
     /// Answers every frame with one frame holding `answer(payload)`, until the peer closes.
@@ -95,17 +115,112 @@ impl FramedStream {
             match self.read_frame().await {
                 Ok(Some(payload)) => self.write_frame(&answer(payload)).await?,
                 Ok(None) => return Ok(()),
-                Err(err) if too_large(&err).is_some() => {
-                    self.write_frame(TOO_LARGE_REPLY).await?;
-                    return self.stream.shutdown_write().await;
-                }
+                Err(err) if too_large(&err).is_some() => return self.refuse().await,
                 Err(err) => return Err(err),
             }
         }
+    }
+
+    /// Answers every frame with one frame holding the same payload, until the peer closes:
+    /// [`FramedStream::answer_each`] with the identity, without taking frames apart. Frames
+    /// go back from the buffer they were read into, as many in one write as arrived.
+    ///
+    /// A frame larger than one write goes back in the same writes as an answer would (see
+    /// [`FramedStream::write_frame`]), the first as soon as it is in and the rest once the
+    /// frame is whole: smaller pieces as they arrive would leave in segments of any size,
+    /// and without TCP_NODELAY (WASI has no such option) a short segment holds the next one
+    /// back until the peer's delayed ACK. A peer that closes in the middle of such a frame
+    /// gets back its first write's worth.
+    pub async fn echo_each(mut self) -> io::Result<()> {
+        // Bytes of the frame whose first write went ahead, still to come.
+        let mut rest = 0;
+        loop {
+            if rest > 0 && self.decoder.buffered() >= rest {
+                self.send_pending(rest).await?;
+                rest = 0;
+            }
+            if rest == 0 {
+                let (whole, too_large) = self.decoder.whole_frames();
+                if whole > 0 {
+                    self.send_pending(whole).await?;
+                }
+                if too_large.is_some() {
+                    return self.refuse().await;
+                }
+                if let Ok(Some(len)) = self.decoder.next_len()
+                    && HEADER_LEN + len > WRITE_MAX
+                    && self.decoder.buffered() >= WRITE_MAX
+                {
+                    self.send_pending(WRITE_MAX).await?;
+                    rest = HEADER_LEN + len - WRITE_MAX;
+                    continue;
+                }
+            }
+            if !self.read_more(rest).await? {
+                return match (rest, self.decoder.buffered()) {
+                    (0, 0) => Ok(()),
+                    (0, partial) => Err(closed_into_a_frame(partial)),
+                    (rest, got) => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("peer closed {} bytes short of a frame's end", rest - got),
+                    )),
+                };
+            }
+        }
+    }
+
+    /// Reads what has arrived into the decoder; `false` at end of stream. `rest` is what is
+    /// still to come of a frame partly sent already. Once the size of the frame being read
+    /// is known, asks for no more than it still needs (wasmtime zero-fills every byte asked
+    /// for) and takes its end as a pause in the stream (see `InputStream::read_vec_to_end`).
+    async fn read_more(&mut self, rest: usize) -> io::Result<bool> {
+        let frame = if rest > 0 {
+            rest
+        } else {
+            match self.decoder.next_len() {
+                Ok(Some(len)) => HEADER_LEN + len,
+                _ => 0,
+            }
+        };
+        let input = self.stream.input();
+        let bytes = match frame.saturating_sub(self.decoder.buffered()) {
+            0 => input.read_vec(READ_MAX).await?,
+            missing => input.read_vec_to_end(missing).await?,
+        };
+        if bytes.is_empty() {
+            return Ok(false);
+        }
+        self.decoder.extend_owned(bytes);
+        Ok(true)
+    }
+
+    /// Writes the first `n` pending bytes as they are, asks the host to send them, and
+    /// forgets them.
+    async fn send_pending(&mut self, n: usize) -> io::Result<()> {
+        let output = self.stream.output();
+        output.write_all(&self.decoder.pending()[..n]).await?;
+        output.flush()?;
+        self.decoder.consume(n);
+        Ok(())
+    }
+
+    /// The answer to an oversized header: the error frame, then a half-close.
+    async fn refuse(&self) -> io::Result<()> {
+        self.stream
+            .write_all(&encode_frame(TOO_LARGE_REPLY))
+            .await?;
+        self.stream.shutdown_write().await
     }
 }
 
 /// The oversized header behind an error from [`FramedStream::read_frame`], if that was it.
 pub fn too_large(err: &io::Error) -> Option<&FrameError> {
     err.get_ref()?.downcast_ref::<FrameError>()
+}
+
+fn closed_into_a_frame(bytes: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("peer closed {bytes} bytes into a frame"),
+    )
 }

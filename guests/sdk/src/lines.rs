@@ -6,13 +6,12 @@ use sockbox_wire::{DEFAULT_MAX_LINE, LineDecoder};
 
 use crate::net::ReadHalf;
 
-/// Bytes asked of the host per read.
-const READ_CHUNK: usize = 16 * 1024;
+/// Most bytes asked of the host per read (the stream asks for less while lines are short).
+const READ_MAX: usize = 16 * 1024;
 
 /// Reads whole lines from the reading half of a connection.
 pub struct LineReader {
     decoder: LineDecoder,
-    chunk: Vec<u8>,
     closed: bool,
     half: ReadHalf,
 }
@@ -27,7 +26,6 @@ impl LineReader {
     pub fn with_max_line(half: ReadHalf, max: usize) -> LineReader {
         LineReader {
             decoder: LineDecoder::new(max),
-            chunk: vec![0; READ_CHUNK],
             closed: false,
             half,
         }
@@ -45,11 +43,10 @@ impl LineReader {
             if let Some(line) = self.decoder.next_line().map_err(invalid)? {
                 return Ok(Some(line));
             }
-            let n = self.half.read(&mut self.chunk).await?;
-            if n == 0 {
-                self.closed = true;
-            }
-            self.decoder.extend(&self.chunk[..n]);
+            // Straight from the host's buffer into the decoder: no read buffer of our own.
+            let bytes = self.half.input().read_vec(READ_MAX).await?;
+            self.closed = bytes.is_empty();
+            self.decoder.extend(&bytes);
         }
     }
 }

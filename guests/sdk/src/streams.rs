@@ -12,6 +12,9 @@
 //! How much to ask for adapts too: wasmtime zero-fills a buffer of the size asked on every
 //! read and splice, so a connection of small messages asks for little, and one that keeps
 //! filling what it asked for is offered four times more next time, up to 64 KiB.
+//!
+//! Writes do not wait for their flush: a flush only asks the host to send, and the next
+//! write's `check-write` waits if the host is still busy. Only a half-close waits for it.
 
 use std::cell::{Cell, OnceCell};
 use std::io;
@@ -64,26 +67,45 @@ impl InputStream {
         if buf.is_empty() {
             return Ok(0);
         }
+        let bytes = self.read_vec(buf.len()).await?;
+        buf[..bytes.len()].copy_from_slice(&bytes);
+        Ok(bytes.len())
+    }
+
+    /// Reads some bytes, at most `max` (at least 1 is asked for), in the vector the host
+    /// filled, so the caller can keep it without a copy; empty at end of stream.
+    pub(crate) async fn read_vec(&self, max: usize) -> io::Result<Vec<u8>> {
         cooperate().await;
         loop {
             if self.drained.get() {
                 self.readable().await;
             }
-            let asked = buf.len().min(self.chunk.get());
+            let asked = max.clamp(1, self.chunk.get());
             match self.stream.read(asked as u64) {
                 // WASI's empty read means "nothing yet", not end of stream.
                 Ok(bytes) if bytes.is_empty() => self.drained.set(true),
                 Ok(bytes) => {
                     self.got(asked, bytes.len());
-                    buf[..bytes.len()].copy_from_slice(&bytes);
-                    return Ok(bytes.len());
+                    return Ok(bytes);
                 }
-                Err(StreamError::Closed) => return Ok(0),
+                Err(StreamError::Closed) => return Ok(Vec::new()),
                 Err(StreamError::LastOperationFailed(err)) => {
                     return Err(io::Error::other(err.to_debug_string()));
                 }
             }
         }
+    }
+
+    /// [`InputStream::read_vec`] for the last `max` bytes of a message. Once they are all in,
+    /// what follows is likely still on its way (the peer waits for an answer), so the next
+    /// read waits for the reactor's poll instead of spending a zero-filled read on a
+    /// "nothing yet".
+    pub(crate) async fn read_vec_to_end(&self, max: usize) -> io::Result<Vec<u8>> {
+        let bytes = self.read_vec(max).await?;
+        if bytes.len() == max {
+            self.drained.set(true);
+        }
+        Ok(bytes)
     }
 
     /// Moves everything from this stream into `to` until this one ends, host-side (the bytes
@@ -157,9 +179,17 @@ impl OutputStream {
         Ok(())
     }
 
-    /// Waits until everything written so far has left the stream.
-    pub(crate) async fn flush(&self) -> io::Result<()> {
-        self.stream.flush().map_err(write_error)?;
+    /// Asks the host to send everything written so far, without waiting. A stream that
+    /// buffers takes no more writes until that is done, so the next write waits for it (in
+    /// wasmtime a TCP write is already on its way and this is a no-op): answers can be written
+    /// back to back without a poll round between them.
+    pub(crate) fn flush(&self) -> io::Result<()> {
+        self.stream.flush().map_err(write_error)
+    }
+
+    /// Waits until everything written so far has left the stream (before a half-close).
+    pub(crate) async fn flushed(&self) -> io::Result<()> {
+        self.flush()?;
         // After a flush, `check-write` answers 0 until the flush is complete.
         loop {
             match self.stream.check_write() {

@@ -145,10 +145,12 @@ impl TcpStream {
         self.conn.input.read(buf).await
     }
 
-    /// Writes all of `buf` and flushes it to the host.
+    /// Writes all of `buf` and asks the host to send it. Returns without waiting for the send
+    /// to finish: a following write waits if it must, [`TcpStream::shutdown_write`] waits for
+    /// it, and bytes written before the connection is dropped are still delivered.
     pub async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
         self.conn.output.write_all(buf).await?;
-        self.conn.output.flush().await
+        self.conn.output.flush()
     }
 
     /// Copies everything from this stream to `to` until this side reaches end of stream,
@@ -159,11 +161,20 @@ impl TcpStream {
 
     /// Half-close: no more writes from us; the peer reads end of stream, and can still send.
     pub async fn shutdown_write(&self) -> io::Result<()> {
-        self.conn.output.flush().await?;
+        self.conn.output.flushed().await?;
         self.conn
             .socket
             .shutdown(ShutdownType::Send)
             .map_err(io_error)
+    }
+
+    /// The connection's byte streams, for the SDK's readers and writers of frames and lines.
+    pub(crate) fn input(&self) -> &InputStream {
+        &self.conn.input
+    }
+
+    pub(crate) fn output(&self) -> &OutputStream {
+        &self.conn.output
     }
 
     /// Splits the stream into a reading and a writing half, usable from different tasks.
@@ -187,6 +198,10 @@ impl ReadHalf {
         self.0.read(buf).await
     }
 
+    pub(crate) fn input(&self) -> &InputStream {
+        self.0.input()
+    }
+
     /// Copies everything from this half to `to` until end of stream, then half-closes `to`.
     pub async fn pipe_to(&self, to: &WriteHalf) -> io::Result<u64> {
         let copied = self.0.copy_to(&to.0).await?;
@@ -199,7 +214,7 @@ impl ReadHalf {
 pub struct WriteHalf(TcpStream);
 
 impl WriteHalf {
-    /// Writes all of `buf` and flushes it.
+    /// Writes all of `buf` and asks the host to send it (see [`TcpStream::write_all`]).
     pub async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
         self.0.write_all(buf).await
     }
