@@ -66,10 +66,14 @@ pub fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    // A guest instance is one task: more workers than instances only take turns polling the
+    // I/O driver (an epoll_wait per request under load), so `run` gets one per instance.
+    if let Command::Run(args) = &cli.command {
+        builder.worker_threads(args.instances());
+    }
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("sockbox: cannot start the async runtime: {err}");

@@ -55,6 +55,13 @@ pub(crate) struct RunArgs {
     guest_args: Vec<String>,
 }
 
+impl RunArgs {
+    /// How many instances of the guest will run.
+    pub(crate) fn instances(&self) -> usize {
+        self.instances
+    }
+}
+
 pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
     let mut policy =
         Policy::from_flags(&args.listen, &args.udp, &args.allow).map_err(Failure::usage)?;
