@@ -125,3 +125,55 @@ async fn a_bad_max_frame_argument_fails_at_start() {
     assert!(err.to_string().contains("status 1"), "{err:#}");
     assert!(guest.stderr().contains("--max-frame"), "{}", guest.stderr());
 }
+
+#[tokio::test]
+async fn frames_around_and_beyond_one_write_come_back_whole_small_ones_between() {
+    let (guest, sockets) = start("framing", policy(&["127.0.0.1:0"], &[], &[]), &[]).await;
+    let stream = TcpStream::connect(tcp(&sockets)).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    // Sizes at and past the guest's 64 KiB write, each followed by a tiny frame.
+    let sizes = [65_531, 65_532, 65_536, 70_000, 131_072, 200_000, 1 << 20];
+    let payloads: Vec<Vec<u8>> = sizes
+        .iter()
+        .flat_map(|&n| [pattern(n), b"tiny".to_vec()])
+        .collect();
+    let sent = payloads.clone();
+    let writer = tokio::spawn(async move {
+        for payload in &sent {
+            write_frame(&mut wr, payload).await;
+        }
+        wr
+    });
+    for payload in &payloads {
+        assert_eq!(
+            &read_frame(&mut rd).await,
+            payload,
+            "{} bytes",
+            payload.len()
+        );
+    }
+    drop(writer.await.unwrap());
+    stop_clean(guest).await;
+}
+
+#[tokio::test]
+async fn a_large_frame_cut_short_does_not_disturb_the_next_client() {
+    let (guest, sockets) = start("framing", policy(&["127.0.0.1:0"], &[], &[]), &[]).await;
+    let addr = tcp(&sockets);
+    let mut cut = TcpStream::connect(addr).await.unwrap();
+    let frame = sockbox_wire::encode_frame(&pattern(150_000));
+    cut.write_all(&frame[..100_000]).await.unwrap();
+    cut.shutdown().await.unwrap();
+    // Whatever the guest sent back before closing is a prefix of the frame it was answering.
+    let back = read_until_closed(&mut cut).await;
+    assert!(
+        frame.starts_with(&back),
+        "{} bytes back, not a prefix",
+        back.len()
+    );
+
+    let mut next = TcpStream::connect(addr).await.unwrap();
+    write_frame(&mut next, b"still serving").await;
+    assert_eq!(read_frame(&mut next).await, b"still serving");
+    stop_clean(guest).await;
+}
