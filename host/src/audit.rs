@@ -73,6 +73,31 @@ impl AuditEvent {
         event
     }
 
+    /// A socket the host refused outside any address rule: `tcp-create`/`udp-create` with the
+    /// address family when the policy grants no use of that protocol (`rule` null), or any
+    /// socket use with `rule` naming the limit it met (`limit: max-connections 1024`).
+    pub fn refused(
+        guest: impl Into<String>,
+        use_: &str,
+        addr: impl fmt::Display,
+        rule: Option<String>,
+    ) -> AuditEvent {
+        AuditEvent {
+            ts: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+            guest: guest.into(),
+            use_: use_.to_string(),
+            addr: addr.to_string(),
+            decision: Decision::Deny,
+            rule,
+            grant_target: None,
+        }
+    }
+
+    /// A refusal because a limit was met (see [`AuditEvent::refused`]).
+    pub fn limit(&self) -> Option<&str> {
+        self.rule.as_deref()?.strip_prefix(LIMIT_PREFIX)
+    }
+
     pub fn allowed(&self) -> bool {
         self.decision == Decision::Allow
     }
@@ -83,9 +108,37 @@ impl AuditEvent {
     }
 }
 
+/// How the `rule` of a refusal by a limit begins.
+pub const LIMIT_PREFIX: &str = "limit: ";
+
 /// The one stderr line for a denial: the use, the address and the grant that would allow it.
 pub fn denial_message(ev: &AuditEvent) -> String {
     let guest = &ev.guest;
+    if let Some(limit) = ev.limit() {
+        let flag = limit
+            .split_whitespace()
+            .next()
+            .filter(|name| name.starts_with("max-"))
+            .map(|name| format!("; raise it with --{name} or `{name}` in [limits]"))
+            .unwrap_or_default();
+        return format!(
+            "sockbox: refused {} {} (guest {guest:?}): {limit} reached{flag}",
+            ev.use_, ev.addr
+        );
+    }
+    if let Some(proto) = ev.use_.strip_suffix("-create") {
+        let grant = if proto == "tcp" {
+            "--listen <ip:port> or --allow tcp-connect=<ip:port>"
+        } else {
+            "--udp <ip:port> or --allow udp-send=<ip:port>"
+        };
+        return format!(
+            "sockbox: denied creating an {} {} socket (guest {guest:?}): the policy grants no \
+             {proto} use; to allow it add {grant}",
+            ev.addr,
+            proto.to_uppercase()
+        );
+    }
     let use_: Option<Use> = ev.use_.parse().ok();
     let addr: Option<SocketAddr> = ev.addr.parse().ok();
     if let (Some(u @ (Use::TcpConnect | Use::UdpSend)), Some(a)) = (use_, addr)
@@ -259,6 +312,36 @@ mod tests {
         for (use_, addr, want) in table {
             assert_eq!(denial_message(&event(use_, addr, false, None)), want);
         }
+    }
+
+    #[test]
+    fn refusals_outside_the_rules_say_what_to_change() {
+        let no_grant = AuditEvent::refused("hungry", "tcp-create", "ipv4", None);
+        assert_eq!(
+            denial_message(&no_grant),
+            "sockbox: denied creating an ipv4 TCP socket (guest \"hungry\"): the policy grants \
+             no tcp use; to allow it add --listen <ip:port> or --allow tcp-connect=<ip:port>"
+        );
+        assert_eq!(no_grant.limit(), None);
+        let udp = AuditEvent::refused("hungry", "udp-create", "ipv6", None);
+        assert!(
+            denial_message(&udp).ends_with("add --udp <ip:port> or --allow udp-send=<ip:port>")
+        );
+        let full = AuditEvent::refused(
+            "echo",
+            "tcp-accept",
+            "127.0.0.1:5000",
+            Some(format!("{LIMIT_PREFIX}max-connections 2")),
+        );
+        assert_eq!(full.limit(), Some("max-connections 2"));
+        assert_eq!(
+            denial_message(&full),
+            "sockbox: refused tcp-accept 127.0.0.1:5000 (guest \"echo\"): max-connections 2 \
+             reached; raise it with --max-connections or `max-connections` in [limits]"
+        );
+        let line: serde_json::Value = serde_json::from_str(&full.to_json_line()).unwrap();
+        assert_eq!(line["decision"], "deny");
+        assert_eq!(line["rule"], "limit: max-connections 2");
     }
 
     #[test]

@@ -112,11 +112,34 @@ fn guest_trap_is_exit_1_with_wasm_backtrace() {
 #[test]
 fn denied_listen_names_the_flag_to_add() {
     let guest = crate::support::test_guest("plain-echo");
-    let (code, stdout, stderr) = sockbox(&["run", guest.to_str().unwrap(), "--", "127.0.0.1:0"]);
+    // A TCP grant elsewhere, so the socket is created and the listen itself is judged.
+    let (code, stdout, stderr) = sockbox(&[
+        "run",
+        guest.to_str().unwrap(),
+        "--allow",
+        "tcp-connect=127.0.0.1:9",
+        "--",
+        "127.0.0.1:0",
+    ]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(!stdout.contains("ready"), "{stdout}");
     assert!(stderr.contains("denied tcp-listen"), "{stderr}");
     assert!(stderr.contains("--listen 127.0.0.1:0"), "{stderr}");
+}
+
+#[test]
+fn with_no_grant_at_all_not_even_a_socket_is_created() {
+    let guest = crate::support::test_guest("plain-echo");
+    let (code, stdout, stderr) = sockbox(&["run", guest.to_str().unwrap(), "--", "127.0.0.1:0"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stdout.contains("ready"), "{stdout}");
+    assert!(
+        stderr.contains(
+            "denied creating an ipv4 TCP socket (guest \"plain-echo\"): the policy grants no tcp \
+             use; to allow it add --listen <ip:port> or --allow tcp-connect=<ip:port>"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -79,7 +79,8 @@ fn policy_explain_names_the_rule() {
 #[test]
 fn learn_prints_a_policy_that_runs_the_guest_without_denials() {
     let mut cli = Cli::spawn(&["learn", "echo", "--listen", "127.0.0.1:0"]);
-    let (_, addr) = cli.ready();
+    // stdout carries only the policy: the ready line is on stderr.
+    let addr = cli.ready_on_stderr();
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream.write_all(b"learn me").unwrap();
     drop(stream);

@@ -122,10 +122,10 @@ async fn abrupt_disconnects_never_trap_the_guest() {
 
 #[tokio::test]
 async fn denied_listen_is_seen_by_guest_and_reported_by_host() {
-    // plain-echo binds the address in its argument; the policy grants nothing.
+    // plain-echo binds the address in its argument; the policy grants only a connect elsewhere.
     let (guest, err) = start_expecting_failure(
         test_guest("plain-echo"),
-        policy(&[], &[], &[]),
+        policy(&[], &[], &["tcp-connect=127.0.0.1:9"]),
         &["127.0.0.1:0"],
     )
     .await;

@@ -245,6 +245,8 @@ const CONNECT: &[&str] = &["tcp-connect"];
 const UDP_SEND: &[&str] = &["udp-send"];
 const UDP_BIND: &[&str] = &["udp-bind"];
 const DNS: &[&str] = &["dns"];
+/// A socket of a protocol the policy grants no use of is refused at creation.
+const UDP_CREATE: &[&str] = &["udp-create"];
 /// A UDP bind to `0.0.0.0:0` is exactly the check wasmtime-wasi makes before a send from an
 /// unbound socket, so the host cannot tell them apart and reports it under the use the policy
 /// would grant it for (docs/policy.md, "Default answers").
@@ -366,11 +368,17 @@ async fn escape_cases() -> Vec<Case> {
         Case::new("wasi-listen:[::]:0")
             .allow(format!("tcp-connect=[::1]:{decoy}"))
             .denied(judged(LISTEN, Target::ip("::"))),
-        // UDP without any UDP grant.
-        Case::new("udp-bind:127.0.0.1:0").denied(judged(UDP_BIND, Target::addr("127.0.0.1:0"))),
+        // UDP without any UDP grant: not even a socket is created.
+        Case::new("udp-bind:127.0.0.1:0")
+            .denied(judged(UDP_CREATE, Target::Name("ipv4".into())))
+            .never_allowed(judged(UDP_BIND, Target::ip("127.0.0.1"))),
         Case::new("udp-bind:0.0.0.0:0")
-            .denied(judged(UDP_BIND_OR_IMPLICIT, Target::addr("0.0.0.0:0")))
-            .never_allowed(judged(UDP_BIND, Target::ip("0.0.0.0"))),
+            .denied(judged(UDP_CREATE, Target::Name("ipv4".into())))
+            .never_allowed(judged(UDP_BIND_OR_IMPLICIT, Target::ip("0.0.0.0"))),
+        // With a UDP grant elsewhere, the bind itself is judged.
+        Case::new("udp-bind:127.0.0.1:0")
+            .allow(&decoy_send)
+            .denied(judged(UDP_BIND, Target::addr("127.0.0.1:0"))),
         // Name lookups without a dns grant; `localhost` is one the system would answer.
         Case::new("dns:localhost").denied(judged(DNS, Target::Name("localhost".into()))),
         Case::new("dns:example.test").denied(judged(DNS, Target::Name("example.test".into()))),
@@ -442,7 +450,7 @@ async fn escape_cases() -> Vec<Case> {
     cases.push(
         Case::new(format!("udp-send:{to}"))
             .trap(trap)
-            .denied(judged(UDP_SEND, Target::addr("0.0.0.0:0")))
+            .denied(judged(UDP_CREATE, Target::Name("ipv4".into())))
             .never_allowed(judged(UDP_SEND, Target::Addr(to))),
     );
     let trap = Trap::udp("127.0.0.1").await;

@@ -15,6 +15,7 @@ mod echo;
 mod escape;
 mod framing;
 mod instances;
+mod limits;
 mod load;
 mod plain;
 mod policy_cli;

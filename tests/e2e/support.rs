@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use sockbox::{Policy, ReadySocket, RunningGuest, Sandbox, Transport};
@@ -98,6 +98,8 @@ pub fn compile_cache_dir() -> PathBuf {
 pub struct Cli {
     pub child: Child,
     pub stdout: BufReader<ChildStdout>,
+    /// stderr once [`Cli::ready_on_stderr`] has read into it, with what it read.
+    stderr: Option<(String, BufReader<ChildStderr>)>,
 }
 
 impl Cli {
@@ -116,7 +118,11 @@ impl Cli {
             .spawn()
             .expect("spawn sockbox");
         let stdout = BufReader::new(child.stdout.take().unwrap());
-        Cli { child, stdout }
+        Cli {
+            child,
+            stdout,
+            stderr: None,
+        }
     }
 
     /// Reads stdout up to the next `ready <transport> <addr>` line.
@@ -145,6 +151,24 @@ impl Cli {
         }
     }
 
+    /// Reads stderr up to the `ready tcp <addr>` line, for commands whose stdout carries
+    /// something else (`learn`).
+    pub fn ready_on_stderr(&mut self) -> SocketAddr {
+        let (seen, stderr) = self.stderr.get_or_insert_with(|| {
+            let pipe = self.child.stderr.take().expect("stderr not taken yet");
+            (String::new(), BufReader::new(pipe))
+        });
+        loop {
+            let mut line = String::new();
+            let n = stderr.read_line(&mut line).expect("read sockbox stderr");
+            assert!(n > 0, "sockbox ended before a ready line; stderr:\n{seen}");
+            seen.push_str(&line);
+            if let Some(addr) = line.trim().strip_prefix("ready tcp ") {
+                return addr.parse().expect("socket address");
+            }
+        }
+    }
+
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &self.child.id().to_string()])
@@ -158,14 +182,19 @@ impl Cli {
         let deadline = std::time::Instant::now() + PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait sockbox") {
-                let mut stderr = String::new();
                 use std::io::Read;
-                self.child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut stderr)
-                    .ok();
+                let stderr = match (self.stderr.take(), self.child.stderr.take()) {
+                    (Some((mut seen, mut rest)), _) => {
+                        rest.read_to_string(&mut seen).ok();
+                        seen
+                    }
+                    (None, Some(mut pipe)) => {
+                        let mut all = String::new();
+                        pipe.read_to_string(&mut all).ok();
+                        all
+                    }
+                    (None, None) => String::new(),
+                };
                 return (status.code(), stderr);
             }
             if std::time::Instant::now() > deadline {

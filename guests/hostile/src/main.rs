@@ -11,7 +11,8 @@
 //! Attempts (ADDR is `ip:port`, `[ipv6]:port`; `connect` also takes `name:port`):
 //! `listen:ADDR` `wasi-listen:ADDR` `connect:ADDR` `bound-connect:ADDR` `udp-bind:ADDR`
 //! `udp-send:ADDR` `udp-connect:ADDR` `dns:NAME` `fs:PATH` `fs-write:PATH` `fs-list:PATH`
-//! `env` `args` `alloc:MIB` (grow memory by MIB mebibytes, to meet `--max-memory`).
+//! `env` `args` `alloc:MIB` (grow memory by MIB mebibytes, to meet `--max-memory`)
+//! `tcp-sockets:N` `udp-sockets:N` (create N sockets and keep them, to meet `--max-sockets`).
 
 mod wasi;
 
@@ -55,6 +56,8 @@ fn try_attempt(attempt: &str) -> Result<String, String> {
         "env" => Ok(format!("{:?}", std::env::vars().collect::<Vec<_>>())),
         "args" => Ok(format!("{:?}", std::env::args().collect::<Vec<_>>())),
         "alloc" => alloc(target),
+        "tcp-sockets" => wasi::hoard("tcp", target),
+        "udp-sockets" => wasi::hoard("udp", target),
         _ => Err(format!("unknown attempt {attempt:?}")),
     }
 }

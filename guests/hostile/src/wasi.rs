@@ -138,3 +138,24 @@ fn ip_from_wasi(ip: IpAddress) -> IpAddr {
         IpAddress::Ipv6(s) => Ipv6Addr::new(s.0, s.1, s.2, s.3, s.4, s.5, s.6, s.7).into(),
     }
 }
+
+/// Creates up to `count` sockets (`tcp` or `udp`, IPv4) and keeps every one it gets for the
+/// rest of the run, as a guest leaking sockets would; stops at the first refusal.
+pub fn hoard(kind: &str, count: &str) -> Result<String, String> {
+    let count: usize = count
+        .parse()
+        .map_err(|_| format!("not a number of sockets: {count}"))?;
+    let mut created = 0;
+    while created < count {
+        let result = match kind {
+            "tcp" => create_tcp_socket(IpAddressFamily::Ipv4).map(std::mem::forget),
+            _ => wasip2::sockets::udp_create_socket::create_udp_socket(IpAddressFamily::Ipv4)
+                .map(std::mem::forget),
+        };
+        if let Err(err) = result {
+            return Err(format!("created {created}, then {}", describe(err)));
+        }
+        created += 1;
+    }
+    Ok(format!("created {created}"))
+}

@@ -235,7 +235,8 @@ fn select(options: &BenchOptions, flags: &RunFlags) -> (Vec<&'static Job>, Vec<S
                 Some(format!("`sockbox run` of this build has no {flag} option"))
             }
             _ if matches!(job.workload, Workload::OpenIdle) => {
-                let limit = server::raise_fd_limit(need as u64);
+                // Raised to the hard limit, for this process and the servers it starts.
+                let limit = crate::sandbox::fd_budget().limit;
                 (limit < need as u64).then(|| {
                     format!(
                         "needs {need} open descriptors per process; the limit is {limit} \

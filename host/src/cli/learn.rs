@@ -1,10 +1,13 @@
 //! `sockbox learn`: run a guest under permissive loopback-only grants, record what it does,
 //! and print the smallest policy that allows exactly that.
 
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::Args;
 
 use super::Failure;
-use super::run::{StopSignals, compile_cache, exit_status, supervise};
+use super::run::{ReadyLines, StopSignals, compile_cache, exit_status, supervise};
 use sockbox::policy::learn::{minimal_policy, permissive_loopback};
 use sockbox::{GuestSource, Policy, Sandbox};
 
@@ -18,6 +21,9 @@ pub(crate) struct LearnArgs {
     /// Tell the guest to bind UDP on ADDR (loopback only while learning; repeatable).
     #[arg(long, value_name = "ADDR")]
     udp: Vec<String>,
+    /// Write the policy to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
     /// Arguments passed to the guest.
     #[arg(last = true, value_name = "GUEST_ARGS")]
     guest_args: Vec<String>,
@@ -45,6 +51,8 @@ pub(crate) async fn learn(args: LearnArgs) -> Result<u8, Failure> {
         .policy(policy)
         .args(args.guest_args.iter().cloned())
         .compile_cache(compile_cache(false))
+        // stdout carries only the policy, so `learn g > policy.toml` loads.
+        .stdout_to_stderr(true)
         .print_denials(true)
         .start()
         .await
@@ -52,8 +60,16 @@ pub(crate) async fn learn(args: LearnArgs) -> Result<u8, Failure> {
     eprintln!(
         "sockbox: learning; stop the guest with Ctrl-C (SIGINT) or SIGTERM to get the policy"
     );
-    let exit = supervise(&mut guest, &mut signals).await;
+    let exit = supervise(&mut guest, &mut signals, ReadyLines::Stderr).await;
     let learned = minimal_policy(&guest.decisions(), &flags.listen, &flags.udp);
-    print!("{learned}");
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, learned.to_string())
+                .with_context(|| format!("cannot write the policy to {}", path.display()))
+                .map_err(|error| Failure { status: 1, error })?;
+            eprintln!("sockbox: policy written to {}", path.display());
+        }
+        None => print!("{learned}"),
+    }
     Ok(exit_status(&guest, exit, false))
 }

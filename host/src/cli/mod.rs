@@ -66,6 +66,11 @@ pub fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
+    // Soft descriptor limit up to the hard one, before anything opens a socket; guests share a
+    // budget below it, so none of them can take the host's last descriptors.
+    let budget = sockbox::sandbox::fd_budget();
+    tracing::debug!(?budget, "descriptor limit");
+
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     // A guest instance is one task: more workers than instances only take turns polling the

@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::Failure;
 use sockbox::audit::AuditLog;
+use sockbox::policy::Limits;
 use sockbox::{
     CompileCache, GuestExit, GuestSource, Policy, RunningGuest, Sandbox, SandboxBuilder,
 };
@@ -39,9 +40,8 @@ pub(crate) struct RunArgs {
     /// Exit with status 3 if any operation was denied during the run.
     #[arg(long)]
     fail_on_denial: bool,
-    /// Cap the guest's linear memory (e.g. 64MiB); growing past it fails inside the guest.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    max_memory: Option<u64>,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Run N instances of the guest sharing each granted address, the kernel spreading clients
     /// over them (SO_REUSEPORT); `auto` is one per core.
     #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_instances)]
@@ -68,16 +68,14 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
     if let Some(file) = &args.policy {
         policy = policy.merge(Policy::load(file).map_err(Failure::usage)?);
     }
-    if let Some(bytes) = args.max_memory {
-        policy.limits.max_memory = Some(bytes);
-    }
-    warn_unenforced(&policy);
+    policy.limits = args.limits.to_limits().merge(policy.limits);
     let mut signals = StopSignals::install().map_err(Failure::usage)?;
     let source = GuestSource::parse(&args.guest);
     let mut builder = Sandbox::builder(source)
         .policy(policy)
         .args(args.guest_args.iter().cloned())
         .compile_cache(compile_cache(args.no_cache))
+        .sharing_process_with(args.instances)
         .print_denials(true);
     if let Some(path) = &args.audit {
         let log = AuditLog::open(path)
@@ -90,7 +88,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
     }
     let mut guest = builder.start().await.map_err(Failure::usage)?;
 
-    let exit = supervise(&mut guest, &mut signals).await;
+    let exit = supervise(&mut guest, &mut signals, ReadyLines::Stdout).await;
     Ok(exit_status(&guest, exit, args.fail_on_denial))
 }
 
@@ -180,30 +178,73 @@ pub(crate) fn compile_cache(no_cache: bool) -> CompileCache {
     }
 }
 
+/// The limit flags `run` and `learn` share; each overrides the policy file's `[limits]`.
+#[derive(Args, Debug, Default)]
+pub(crate) struct LimitArgs {
+    /// Cap the guest's linear memory (e.g. 64MiB); growing past it fails inside the guest
+    /// [default: no cap beyond wasm's 4 GiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_memory: Option<u64>,
+    /// Accepted TCP connections open at once; past it the host refuses new clients itself
+    /// (accepts and closes them) and the guest keeps serving the others [default: 1024].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
+    /// Longest the guest may compute without calling the host, in ms (or 2s); past it the
+    /// guest is stopped with an error naming this limit [default: 1000].
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    max_busy: Option<Duration>,
+    /// Sockets of any kind the guest may hold at once; at the cap creating or accepting one
+    /// fails inside the guest [default: 4096, less if the descriptor limit is low].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_sockets: Option<u32>,
+}
+
+impl LimitArgs {
+    pub(crate) fn to_limits(&self) -> Limits {
+        Limits {
+            max_memory: self.max_memory,
+            max_connections: self.max_connections,
+            max_busy: self.max_busy,
+            max_sockets: self.max_sockets,
+        }
+    }
+}
+
 fn parse_size(text: &str) -> Result<u64, String> {
     sockbox::policy::parse_size(text).map_err(|e| format!("{e:#}"))
 }
 
-/// Limits the policy file may name that this version does not enforce yet: say so rather than
-/// let a user believe they hold.
-fn warn_unenforced(policy: &Policy) {
-    if policy.limits.max_connections.is_some() {
-        eprintln!("sockbox: warning: max-connections is not enforced yet; it is ignored");
-    }
-    if policy.limits.max_busy.is_some() {
-        eprintln!("sockbox: warning: max-busy is not enforced yet; it is ignored");
-    }
+fn parse_millis(text: &str) -> Result<Duration, String> {
+    sockbox::policy::parse_millis(text).map_err(|e| format!("{e:#}"))
+}
+
+/// Where `supervise` prints the `ready` lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadyLines {
+    /// The contract's place for them.
+    Stdout,
+    /// When stdout carries something else (`learn`'s policy).
+    Stderr,
 }
 
 /// Prints the guest's `ready` lines, stops it on SIGINT/SIGTERM, and returns how it ended.
-pub(crate) async fn supervise(guest: &mut RunningGuest, signals: &mut StopSignals) -> GuestExit {
+pub(crate) async fn supervise(
+    guest: &mut RunningGuest,
+    signals: &mut StopSignals,
+    ready_lines: ReadyLines,
+) -> GuestExit {
     let mut sockets = guest.socket_watch();
     let printer = tokio::spawn(async move {
         while let Some(socket) = sockets.next().await {
             // One line per socket, flushed at once: scripts wait for it.
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "ready {socket}");
-            let _ = out.flush();
+            let line = format!("ready {socket}");
+            if ready_lines == ReadyLines::Stdout {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            } else {
+                eprintln!("{line}");
+            }
         }
     });
 

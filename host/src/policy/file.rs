@@ -39,6 +39,8 @@ pub struct Limits {
     pub max_connections: Option<u32>,
     /// Longest stretch of guest computation without yielding.
     pub max_busy: Option<Duration>,
+    /// Sockets of any kind (created or accepted) the guest holds at once.
+    pub max_sockets: Option<u32>,
 }
 
 impl Limits {
@@ -48,6 +50,7 @@ impl Limits {
             max_memory: self.max_memory.or(other.max_memory),
             max_connections: self.max_connections.or(other.max_connections),
             max_busy: self.max_busy.or(other.max_busy),
+            max_sockets: self.max_sockets.or(other.max_sockets),
         }
     }
 }
@@ -183,6 +186,21 @@ impl Policy {
         self.dns_map.get(&fold_name(name)).map(Vec::as_slice)
     }
 
+    /// Whether any rule names a TCP use: without one the guest may not even create a TCP
+    /// socket (as `wasmtime run -S tcp=n`).
+    pub fn grants_tcp(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r.use_, Use::TcpListen | Use::TcpAccept | Use::TcpConnect))
+    }
+
+    /// Whether any rule names a UDP use (see [`Policy::grants_tcp`]).
+    pub fn grants_udp(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r.use_, Use::UdpBind | Use::UdpSend | Use::UdpRecv))
+    }
+
     /// Things that load but probably do not do what was meant, for the CLI to print.
     pub fn warnings(&self) -> Vec<String> {
         self.dns_map
@@ -293,15 +311,20 @@ fn parse_limits(raw: &LimitsSection, at: &dyn Fn(usize) -> String) -> Result<Lim
         limits.max_memory =
             Some(bytes.with_context(|| format!("{}: max-memory", at(v.span().start)))?);
     }
-    if let Some(v) = &raw.max_connections {
+    let count = |v: &Spanned<toml::Value>, key: &str| -> Result<u32> {
         let n = match v.get_ref() {
             toml::Value::Integer(n) if *n >= 1 => {
                 u32::try_from(*n).map_err(|_| anyhow!("{n} is more than {}", u32::MAX))
             }
             _ => Err(anyhow!("expected a whole number of at least 1")),
         };
-        limits.max_connections =
-            Some(n.with_context(|| format!("{}: max-connections", at(v.span().start)))?);
+        n.with_context(|| format!("{}: {key}", at(v.span().start)))
+    };
+    if let Some(v) = &raw.max_connections {
+        limits.max_connections = Some(count(v, "max-connections")?);
+    }
+    if let Some(v) = &raw.max_sockets {
+        limits.max_sockets = Some(count(v, "max-sockets")?);
     }
     if let Some(v) = &raw.max_busy {
         let d = match v.get_ref() {
@@ -406,6 +429,7 @@ pub struct LimitsSection {
     pub max_memory: Option<Spanned<toml::Value>>,
     pub max_connections: Option<Spanned<toml::Value>>,
     pub max_busy: Option<Spanned<toml::Value>>,
+    pub max_sockets: Option<Spanned<toml::Value>>,
 }
 
 #[cfg(test)]
@@ -463,6 +487,7 @@ allow  = ["tcp-connect=127.0.0.1:5432", "dns=*.test"]
 max-memory = "64MiB"
 max-connections = 1000
 max-busy = 500
+max-sockets = 2048
 "#;
 
     #[test]
@@ -492,6 +517,7 @@ max-busy = 500
                 max_memory: Some(64 << 20),
                 max_connections: Some(1000),
                 max_busy: Some(Duration::from_millis(500)),
+                max_sockets: Some(2048),
             }
         );
         let d = p.decide(Use::TcpConnect, sa("127.0.0.1:5432"));
@@ -746,13 +772,15 @@ max-busy = 500
             max_memory: Some(2),
             max_connections: Some(3),
             max_busy: None,
+            max_sockets: Some(4),
         };
         assert_eq!(
             a.merge(b),
             Limits {
                 max_memory: Some(1),
                 max_connections: Some(3),
-                max_busy: None
+                max_busy: None,
+                max_sockets: Some(4),
             }
         );
     }

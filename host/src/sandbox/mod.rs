@@ -11,6 +11,7 @@ mod control;
 mod dns;
 mod engine;
 mod inspect;
+mod limits;
 mod linger;
 mod network;
 mod readiness;
@@ -28,7 +29,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Store, StoreLimitsBuilder};
+use wasmtime::{CallHook, Store, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
@@ -37,6 +38,10 @@ use crate::audit::{AuditEvent, AuditLog};
 use crate::policy::{Gate, Policy};
 pub use cache::CompileCache;
 pub use inspect::{Inspection, inspect};
+pub use limits::{
+    DEFAULT_MAX_BUSY, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_SOCKETS, FdBudget, default_max_sockets,
+    fd_budget,
+};
 use state::{HostState, Readiness, Shared};
 
 /// Most resources (sockets, streams, pollables...) one guest may hold at once; a guest that
@@ -220,8 +225,11 @@ pub struct SandboxBuilder {
     audit_log: Option<Arc<AuditLog>>,
     print_denials: bool,
     capture_output: bool,
+    stdout_to_stderr: bool,
     compile_cache: CompileCache,
     share_ports: bool,
+    /// How many guests share this process's descriptor budget, for the default socket cap.
+    process_share: usize,
 }
 
 /// What a guest printed, when captured (see [`SandboxBuilder::capture_output`]).
@@ -245,8 +253,10 @@ impl SandboxBuilder {
             audit_log: None,
             print_denials: false,
             capture_output: false,
+            stdout_to_stderr: false,
             compile_cache: CompileCache::Off,
             share_ports: false,
+            process_share: 1,
         }
     }
 
@@ -261,6 +271,13 @@ impl SandboxBuilder {
     /// passing them through to the host's.
     pub fn capture_output(mut self, yes: bool) -> Self {
         self.capture_output = yes;
+        self
+    }
+
+    /// Send the guest's stdout to the host's stderr, for a host whose own stdout carries
+    /// something else (`sockbox learn` prints the policy there).
+    pub fn stdout_to_stderr(mut self, yes: bool) -> Self {
+        self.stdout_to_stderr = yes;
         self
     }
 
@@ -304,6 +321,14 @@ impl SandboxBuilder {
         self
     }
 
+    /// How many guests (instances included) this process will run side by side: without an
+    /// explicit `max-sockets`, each gets an equal share of the process's descriptor budget
+    /// (at most [`DEFAULT_MAX_SOCKETS`]), so together they cannot exhaust it. Default 1.
+    pub fn sharing_process_with(mut self, guests: usize) -> Self {
+        self.process_share = guests.max(1);
+        self
+    }
+
     /// Compiles, links and instantiates the guest, then starts its `run` in a tokio task.
     /// Errors here are load errors: nothing of the guest has run.
     pub async fn start(self) -> Result<RunningGuest> {
@@ -327,6 +352,9 @@ impl SandboxBuilder {
         });
         match &captured {
             Some(out) => wasi.stdout(out.stdout.clone()).stderr(out.stderr.clone()),
+            None if self.stdout_to_stderr => {
+                wasi.stdout(wasmtime_wasi::cli::stderr()).inherit_stderr()
+            }
             None => wasi.inherit_stdout().inherit_stderr(),
         };
         wasi.arg(&name).args(&self.args).envs(&self.env);
@@ -336,20 +364,29 @@ impl SandboxBuilder {
         if let Some(bytes) = self.policy.limits.max_memory {
             limits = limits.memory_size(bytes as usize);
         }
+        let enforced = limits::Enforced::new(
+            &self.policy.limits,
+            limits::default_max_sockets(self.process_share),
+        );
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         let state = HostState {
             wasi: wasi.build(),
             table,
             limits: limits.build(),
+            ledger: limits::SocketLedger::new(
+                self.policy.grants_tcp(),
+                self.policy.grants_udp(),
+                &enforced,
+            ),
             gate,
             shared: shared.clone(),
             share_ports: self.share_ports,
+            busy: Default::default(),
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limits);
-        // Yield to the runtime at every epoch so a busy guest cannot monopolise a thread.
-        store.epoch_deadline_async_yield_and_update(1);
+        watch_busy(&mut store, &name, enforced.max_busy);
 
         let command = pre.instantiate_async(&mut store).await.map_err(|err| {
             anyhow::Error::from(err).context(format!("cannot instantiate guest `{name}`"))
@@ -408,6 +445,7 @@ impl SandboxBuilder {
         let instance = |i: usize, policy: Policy| {
             let mut builder = self.clone().policy(policy).name(format!("{name}#{i}"));
             builder.share_ports = true;
+            builder.process_share = self.process_share * count;
             builder
         };
         let mut first = instance(0, self.policy.clone()).start().await?;
@@ -432,14 +470,47 @@ impl SandboxBuilder {
     }
 }
 
+/// Yields to the runtime at every epoch tick so a busy guest cannot monopolise a thread, and
+/// stops a guest that computes through more than `max_busy` of ticks without calling the host
+/// (a runaway loop): every return from a host call, `poll` included, starts the count again.
+fn watch_busy(store: &mut Store<HostState>, name: &str, max_busy: Duration) {
+    store.call_hook(|mut state, hook| {
+        if matches!(hook, CallHook::ReturningFromHost) {
+            let state = state.data_mut();
+            // The epoch check is itself a call into the host: returning from it is no yield.
+            if !std::mem::take(&mut state.busy.in_epoch_check) {
+                state.busy.ticks = 0;
+            }
+        }
+        Ok(())
+    });
+    let allowed = limits::busy_ticks(max_busy);
+    let name = name.to_string();
+    store.epoch_deadline_callback(move |mut state| {
+        // Counted per tick the guest ran into, so time spent waiting for a worker thread
+        // after a yield is not held against it.
+        let busy = &mut state.data_mut().busy;
+        busy.ticks += 1;
+        busy.in_epoch_check = true;
+        if busy.ticks > allowed {
+            return Err(wasmtime::format_err!(
+                "guest `{name}` computed for more than {} ms without yielding to the host and \
+                 was stopped (max-busy; raise it with --max-busy MS or `max-busy` in [limits])",
+                max_busy.as_millis()
+            ));
+        }
+        Ok(UpdateDeadline::Yield(1))
+    });
+}
+
 /// Everything a guest may import: WASI 0.2 with sockbox's readiness hooks and name lookup,
 /// plus `control`.
 fn linker() -> Result<Linker<HostState>> {
     let mut linker: Linker<HostState> = Linker::new(engine::engine());
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
     readiness::add_hooks(&mut linker)?;
-    reuseport::add_hooks(&mut linker)?;
     linger::add_hooks(&mut linker)?;
+    limits::add_hooks(&mut linker)?;
     dns::add_to_linker(&mut linker)?;
     control::add_to_linker(&mut linker)?;
     Ok(linker)

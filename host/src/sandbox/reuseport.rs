@@ -4,8 +4,8 @@
 //! `SO_REUSEPORT`, and the kernel spreads new clients over them, so N instances use N cores with
 //! no hand-off between them. The option must be set on every socket before it binds, but
 //! wasmtime-wasi creates the guest's sockets itself and exposes neither their descriptors nor a
-//! creation hook. So when ports are shared the host wraps `create-tcp-socket` and
-//! `create-udp-socket`: it marks the new socket with an unusual hop limit through the WASI API,
+//! creation hook. So when ports are shared the host's socket constructors (in `limits`), once a
+//! socket is created, mark the new socket with an unusual hop limit through the WASI API,
 //! finds the one unbound socket of this process that carries the mark, sets `SO_REUSEPORT` on
 //! it and restores the hop limit. A process-wide lock makes the mark unique while it is looked
 //! for. (A socket-creation hook in wasmtime-wasi would make this unnecessary.)
@@ -14,20 +14,11 @@ use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::Mutex;
 
 use anyhow::{Result, anyhow, bail};
-use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, Resource};
-use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, Host as _, IpAddressFamily};
+use wasmtime::component::Resource;
 use wasmtime_wasi::p2::bindings::sockets::tcp::HostTcpSocket;
-use wasmtime_wasi::p2::bindings::sockets::tcp_create_socket::Host as _;
 use wasmtime_wasi::p2::bindings::sockets::udp::HostUdpSocket;
-use wasmtime_wasi::p2::bindings::sockets::udp_create_socket::Host as _;
 use wasmtime_wasi::p2::{TcpSocket, UdpSocket};
-use wasmtime_wasi::sockets::WasiSocketsView;
-
-use super::state::HostState;
-
-const TCP_CREATE: &str = "wasi:sockets/tcp-create-socket@0.2.12";
-const UDP_CREATE: &str = "wasi:sockets/udp-create-socket@0.2.12";
+use wasmtime_wasi::sockets::WasiSocketsCtxView;
 
 /// The hop limit that marks the socket being looked for; nothing else here uses it.
 const MARK: u8 = 167;
@@ -35,73 +26,29 @@ const MARK: u8 = 167;
 /// Held while a socket carries the mark, so two guests never mark at once.
 static MARKING: Mutex<()> = Mutex::new(());
 
-/// Replaces the two socket constructors with ones that also set `SO_REUSEPORT` when the store's
-/// guest shares its ports. Must run after wasmtime-wasi's own `add_to_linker`.
-pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
-    linker.allow_shadowing(true);
-    linker.instance(TCP_CREATE)?.func_wrap(
-        "create-tcp-socket",
-        |mut store: StoreContextMut<'_, HostState>, (family,): (IpAddressFamily,)| {
-            let state = store.data_mut();
-            let share = state.share_ports;
-            let mut view = state.sockets();
-            let socket = match view.create_tcp_socket(family) {
-                Ok(socket) => socket,
-                Err(err) => return Ok((Err(view.convert_error_code(err)?),)),
-            };
-            if share {
-                let rep = socket.rep();
-                let mut mark = |hops: u8| -> Result<u8> {
-                    let this = Resource::<TcpSocket>::new_borrow(rep);
-                    let before =
-                        HostTcpSocket::hop_limit(&mut view, this).map_err(|e| anyhow!("{e:?}"))?;
-                    let this = Resource::<TcpSocket>::new_borrow(rep);
-                    HostTcpSocket::set_hop_limit(&mut view, this, hops)
-                        .map_err(|e| anyhow!("{e:?}"))?;
-                    Ok(before)
-                };
-                if let Err(err) = share_port(rustix::net::SocketType::STREAM, &mut mark) {
-                    tracing::error!("cannot share the port of a TCP socket: {err:#}");
-                    return Ok((Err(ErrorCode::Unknown),));
-                }
-            }
-            Ok((Ok(socket),))
-        },
-    )?;
-    // wasmtime-wasi's UDP constructor is async (TCP's is not), so this one is too.
-    linker.instance(UDP_CREATE)?.func_wrap_async(
-        "create-udp-socket",
-        |mut store: StoreContextMut<'_, HostState>, (family,): (IpAddressFamily,)| {
-            Box::new(async move {
-                let state = store.data_mut();
-                let share = state.share_ports;
-                let mut view = state.sockets();
-                let socket = match view.create_udp_socket(family).await {
-                    Ok(socket) => socket,
-                    Err(err) => return Ok((Err(view.convert_error_code(err)?),)),
-                };
-                if share {
-                    let rep = socket.rep();
-                    let mut mark = |hops: u8| -> Result<u8> {
-                        let this = Resource::<UdpSocket>::new_borrow(rep);
-                        let before = HostUdpSocket::unicast_hop_limit(&mut view, this)
-                            .map_err(|e| anyhow!("{e:?}"))?;
-                        let this = Resource::<UdpSocket>::new_borrow(rep);
-                        HostUdpSocket::set_unicast_hop_limit(&mut view, this, hops)
-                            .map_err(|e| anyhow!("{e:?}"))?;
-                        Ok(before)
-                    };
-                    if let Err(err) = share_port(rustix::net::SocketType::DGRAM, &mut mark) {
-                        tracing::error!("cannot share the port of a UDP socket: {err:#}");
-                        return Ok((Err(ErrorCode::Unknown),));
-                    }
-                }
-                Ok((Ok(socket),))
-            })
-        },
-    )?;
-    linker.allow_shadowing(false);
-    Ok(())
+/// Sets `SO_REUSEPORT` on the guest's new, unbound TCP socket `rep` (called by the socket
+/// constructor in `limits` when the guest shares its ports).
+pub(crate) fn share_tcp(view: &mut WasiSocketsCtxView<'_>, rep: u32) -> Result<()> {
+    let mut mark = |hops: u8| -> Result<u8> {
+        let this = Resource::<TcpSocket>::new_borrow(rep);
+        let before = HostTcpSocket::hop_limit(view, this).map_err(|e| anyhow!("{e:?}"))?;
+        let this = Resource::<TcpSocket>::new_borrow(rep);
+        HostTcpSocket::set_hop_limit(view, this, hops).map_err(|e| anyhow!("{e:?}"))?;
+        Ok(before)
+    };
+    share_port(rustix::net::SocketType::STREAM, &mut mark)
+}
+
+/// [`share_tcp`] for a UDP socket.
+pub(crate) fn share_udp(view: &mut WasiSocketsCtxView<'_>, rep: u32) -> Result<()> {
+    let mut mark = |hops: u8| -> Result<u8> {
+        let this = Resource::<UdpSocket>::new_borrow(rep);
+        let before = HostUdpSocket::unicast_hop_limit(view, this).map_err(|e| anyhow!("{e:?}"))?;
+        let this = Resource::<UdpSocket>::new_borrow(rep);
+        HostUdpSocket::set_unicast_hop_limit(view, this, hops).map_err(|e| anyhow!("{e:?}"))?;
+        Ok(before)
+    };
+    share_port(rustix::net::SocketType::DGRAM, &mut mark)
 }
 
 /// Marks the new socket with `set_hops(MARK)`, finds it, sets `SO_REUSEPORT`, restores its

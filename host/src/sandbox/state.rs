@@ -10,6 +10,7 @@ use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::limits::SocketLedger;
 use super::{ReadySocket, Transport};
 use crate::audit::{AuditEvent, AuditLog, denial_message};
 use crate::policy::{Gate, Verdict};
@@ -26,6 +27,18 @@ pub(crate) struct HostState {
     pub(crate) shared: Arc<Shared>,
     /// Other instances bind the same addresses (`SO_REUSEPORT` on every new socket).
     pub(crate) share_ports: bool,
+    /// The guest's sockets, against its caps.
+    pub(crate) ledger: SocketLedger,
+    /// How long the guest has computed without calling the host.
+    pub(crate) busy: Busy,
+}
+
+/// Epoch ticks the guest has computed through since it last returned from a host call.
+#[derive(Default)]
+pub(crate) struct Busy {
+    pub(crate) ticks: u32,
+    /// Inside the epoch check, which wasmtime runs as a host call of its own.
+    pub(crate) in_epoch_check: bool,
 }
 
 impl WasiView for HostState {
@@ -54,6 +67,8 @@ pub(crate) struct Shared {
     pub(crate) events: broadcast::Sender<AuditEvent>,
     pub(crate) decisions: Mutex<VecDeque<AuditEvent>>,
     pub(crate) denials: AtomicU64,
+    /// The second the last refusal by a limit was printed: at most one such line a second.
+    last_limit_notice: AtomicU64,
     pub(crate) audit_log: Option<Arc<AuditLog>>,
     pub(crate) print_denials: bool,
 }
@@ -71,6 +86,7 @@ impl Shared {
             events: broadcast::channel(1024).0,
             decisions: Mutex::new(VecDeque::new()),
             denials: AtomicU64::new(0),
+            last_limit_notice: AtomicU64::new(0),
             audit_log,
             print_denials,
         }
@@ -84,7 +100,9 @@ impl Shared {
     pub(crate) fn record_event(&self, event: AuditEvent) {
         if !event.allowed() {
             self.denials.fetch_add(1, Ordering::Relaxed);
-            if self.print_denials {
+            // A full guest refuses every new client: print the first refusal of each second,
+            // not thousands (the audit log and `decisions()` keep every one).
+            if self.print_denials && (event.limit().is_none() || self.limit_notice_due()) {
                 eprintln!("{}", denial_message(&event));
             }
         }
@@ -101,6 +119,13 @@ impl Shared {
         kept.push_back(event.clone());
         drop(kept);
         let _ = self.events.send(event);
+    }
+
+    fn limit_notice_due(&self) -> bool {
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_limit_notice.swap(second, Ordering::Relaxed) != second
     }
 
     pub(crate) fn socket_ready(&self, transport: Transport, addr: SocketAddr) {

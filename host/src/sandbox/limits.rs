@@ -1,0 +1,385 @@
+//! What a guest may hold and how long it may compute: sockets, accepted connections, busy time;
+//! and the process's descriptor limit, which no guest may exhaust.
+//!
+//! Sockets are counted where they are born and die: the host replaces wasmtime-wasi's
+//! `create-tcp-socket`, `create-udp-socket` and `accept`, and the destructors of both socket
+//! resources (the constructors also set `SO_REUSEPORT` when instances share ports). A guest with no TCP (UDP) rule at all gets `access-denied` before any socket
+//! reaches the OS; at its own cap, or when the guests of this process together reach the
+//! process's budget, creating fails with `new-socket-limit` and a client it would have accepted
+//! is accepted by the host and closed at once, so the guest never spins on a full backlog.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Result;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource, ResourceType};
+use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, Host as _, IpAddressFamily};
+use wasmtime_wasi::p2::bindings::sockets::tcp::HostTcpSocket;
+use wasmtime_wasi::p2::bindings::sockets::udp::HostUdpSocket;
+use wasmtime_wasi::p2::bindings::sockets::{tcp_create_socket, udp_create_socket};
+use wasmtime_wasi::p2::{SocketError, TcpSocket, UdpSocket};
+use wasmtime_wasi::sockets::{WasiSocketsCtxView, WasiSocketsView};
+use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
+
+use super::engine::EPOCH_TICK;
+use super::reuseport;
+use super::state::HostState;
+use crate::audit::{AuditEvent, LIMIT_PREFIX};
+use crate::policy::Limits;
+
+/// Accepted connections a guest may hold at once unless told otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+/// Sockets of any kind a guest may hold at once unless told otherwise (less if the process's
+/// descriptor budget is smaller, see [`default_max_sockets`]).
+pub const DEFAULT_MAX_SOCKETS: u32 = 4096;
+/// How long a guest may compute without calling the host unless told otherwise.
+pub const DEFAULT_MAX_BUSY: Duration = Duration::from_millis(1000);
+
+const TCP: &str = "wasi:sockets/tcp@0.2.12";
+const UDP: &str = "wasi:sockets/udp@0.2.12";
+const TCP_CREATE: &str = "wasi:sockets/tcp-create-socket@0.2.12";
+const UDP_CREATE: &str = "wasi:sockets/udp-create-socket@0.2.12";
+
+/// The process's descriptor limit and the part of it guests may use together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdBudget {
+    /// The soft `RLIMIT_NOFILE` after raising it (or what it was, if it could not be raised).
+    pub limit: u64,
+    /// Sockets all guests of this process may hold together; the rest is the host's own
+    /// (listeners of other guests, audit files, the compile cache, lingering closes).
+    pub guests: u64,
+}
+
+/// Raises this process's soft descriptor limit to its hard limit (once) and returns the budget
+/// guests share. The CLI calls it at start; the sandbox calls it before the first guest.
+pub fn fd_budget() -> FdBudget {
+    static BUDGET: OnceLock<FdBudget> = OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        let limit = raise_nofile();
+        // A tenth (at least 256) stays with the host, so a guest at the budget still leaves
+        // room for every other guest's listener and the host's own files.
+        let reserve = (limit / 10).max(256);
+        FdBudget {
+            limit,
+            guests: limit.saturating_sub(reserve).max(16),
+        }
+    })
+}
+
+#[cfg(unix)]
+fn raise_nofile() -> u64 {
+    use rustix::process::{Resource as Rlimit, getrlimit, setrlimit};
+    let mut rlimit = getrlimit(Rlimit::Nofile);
+    if let Some(hard) = rlimit.maximum
+        && rlimit.current != Some(hard)
+    {
+        let raised = rustix::process::Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        };
+        match setrlimit(Rlimit::Nofile, raised) {
+            Ok(()) => rlimit.current = Some(hard),
+            Err(err) => tracing::warn!("cannot raise the descriptor limit to {hard}: {err}"),
+        }
+    }
+    // An unlimited limit is taken as a large finite one; budgets only need an order.
+    rlimit.current.unwrap_or(1 << 20)
+}
+
+#[cfg(not(unix))]
+fn raise_nofile() -> u64 {
+    1 << 14
+}
+
+/// The default per-guest socket cap when `guests` guests (instances included) share this
+/// process: [`DEFAULT_MAX_SOCKETS`], or an equal share of the budget if that is smaller, so
+/// that the guests of one process together never exhaust its descriptors.
+pub fn default_max_sockets(guests: usize) -> u32 {
+    let share = fd_budget().guests / guests.max(1) as u64;
+    share.clamp(1, u64::from(DEFAULT_MAX_SOCKETS)) as u32
+}
+
+/// Sockets held by all guests of this process.
+static HELD: AtomicU64 = AtomicU64::new(0);
+
+/// The limits a guest runs under, defaults filled in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Enforced {
+    pub(crate) max_sockets: u32,
+    pub(crate) max_connections: u32,
+    pub(crate) max_busy: Duration,
+}
+
+impl Enforced {
+    pub(crate) fn new(limits: &Limits, default_sockets: u32) -> Enforced {
+        Enforced {
+            max_sockets: limits.max_sockets.unwrap_or(default_sockets),
+            max_connections: limits.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_busy: limits.max_busy.unwrap_or(DEFAULT_MAX_BUSY),
+        }
+    }
+}
+
+/// One guest's sockets, counted against its caps and the process's budget.
+pub(crate) struct SocketLedger {
+    tcp_granted: bool,
+    udp_granted: bool,
+    max_sockets: u32,
+    max_connections: u32,
+    held: u32,
+    /// The accepted sockets (by resource rep), counted against `max_connections`.
+    accepted: HashSet<u32>,
+}
+
+/// Why a socket was refused.
+enum Refusal {
+    NoGrant,
+    MaxSockets(u32),
+    MaxConnections(u32),
+    Budget(u64),
+}
+
+impl Refusal {
+    fn rule(&self) -> Option<String> {
+        match self {
+            Refusal::NoGrant => None,
+            Refusal::MaxSockets(n) => Some(format!("{LIMIT_PREFIX}max-sockets {n}")),
+            Refusal::MaxConnections(n) => Some(format!("{LIMIT_PREFIX}max-connections {n}")),
+            Refusal::Budget(n) => Some(format!(
+                "{LIMIT_PREFIX}the descriptor budget of this process's guests ({n})"
+            )),
+        }
+    }
+}
+
+impl SocketLedger {
+    pub(crate) fn new(tcp_granted: bool, udp_granted: bool, limits: &Enforced) -> SocketLedger {
+        SocketLedger {
+            tcp_granted,
+            udp_granted,
+            max_sockets: limits.max_sockets,
+            max_connections: limits.max_connections,
+            held: 0,
+            accepted: HashSet::new(),
+        }
+    }
+
+    /// Counts one more socket, or says why it may not be.
+    fn take(&mut self) -> Result<(), Refusal> {
+        if self.held >= self.max_sockets {
+            return Err(Refusal::MaxSockets(self.max_sockets));
+        }
+        let budget = fd_budget().guests;
+        if HELD.fetch_add(1, Ordering::Relaxed) >= budget {
+            HELD.fetch_sub(1, Ordering::Relaxed);
+            return Err(Refusal::Budget(budget));
+        }
+        self.held += 1;
+        Ok(())
+    }
+
+    fn release(&mut self, rep: u32) {
+        self.accepted.remove(&rep);
+        if self.held > 0 {
+            self.held -= 1;
+            HELD.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for SocketLedger {
+    /// The store is gone and its sockets with it.
+    fn drop(&mut self) {
+        HELD.fetch_sub(u64::from(self.held), Ordering::Relaxed);
+    }
+}
+
+/// Replaces socket creation, accept and the socket destructors with counting versions. Must run
+/// after wasmtime-wasi's own `add_to_linker`.
+pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
+    linker.allow_shadowing(true);
+    linker.instance(TCP_CREATE)?.func_wrap(
+        "create-tcp-socket",
+        |mut store: StoreContextMut<'_, HostState>, (family,): (IpAddressFamily,)| {
+            let state = store.data_mut();
+            let granted = state.ledger.tcp_granted;
+            if let Err(refusal) = admit(state, family, granted, "tcp-create") {
+                return Ok((Err(refusal),));
+            }
+            let share = state.share_ports;
+            let mut view = state.sockets();
+            let result = tcp_create_socket::Host::create_tcp_socket(&mut view, family);
+            let mut result = settle(&mut view, result)?;
+            if share && let Ok(socket) = &result {
+                let rep = socket.rep();
+                if let Err(err) = reuseport::share_tcp(&mut view, rep) {
+                    tracing::error!("cannot share the port of a TCP socket: {err:#}");
+                    drop(view.table.delete(Resource::<TcpSocket>::new_own(rep))?);
+                    result = Err(ErrorCode::Unknown);
+                }
+            }
+            if result.is_err() {
+                state.ledger.release(u32::MAX);
+            }
+            Ok((result,))
+        },
+    )?;
+    linker.instance(UDP_CREATE)?.func_wrap_async(
+        "create-udp-socket",
+        |mut store: StoreContextMut<'_, HostState>, (family,): (IpAddressFamily,)| {
+            Box::new(async move {
+                let state = store.data_mut();
+                let granted = state.ledger.udp_granted;
+                if let Err(refusal) = admit(state, family, granted, "udp-create") {
+                    return Ok((Err(refusal),));
+                }
+                let share = state.share_ports;
+                let mut view = state.sockets();
+                let result = udp_create_socket::Host::create_udp_socket(&mut view, family).await;
+                let mut result = settle(&mut view, result)?;
+                if share && let Ok(socket) = &result {
+                    let rep = socket.rep();
+                    if let Err(err) = reuseport::share_udp(&mut view, rep) {
+                        tracing::error!("cannot share the port of a UDP socket: {err:#}");
+                        drop(view.table.delete(Resource::<UdpSocket>::new_own(rep))?);
+                        result = Err(ErrorCode::Unknown);
+                    }
+                }
+                if result.is_err() {
+                    state.ledger.release(u32::MAX);
+                }
+                Ok((result,))
+            })
+        },
+    )?;
+    linker.instance(TCP)?.func_wrap(
+        "[method]tcp-socket.accept",
+        |mut store: StoreContextMut<'_, HostState>, (listener,): (Resource<TcpSocket>,)| {
+            let state = store.data_mut();
+            let mut view = state.sockets();
+            let accepted = match HostTcpSocket::accept(&mut view, listener) {
+                Ok(accepted) => accepted,
+                Err(err) => return Ok((Err(view.convert_error_code(err)?),)),
+            };
+            let refusal = if state.ledger.accepted.len() >= state.ledger.max_connections as usize {
+                Err(Refusal::MaxConnections(state.ledger.max_connections))
+            } else {
+                state.ledger.take()
+            };
+            match refusal {
+                Ok(()) => {
+                    state.ledger.accepted.insert(accepted.0.rep());
+                    Ok((Ok(accepted),))
+                }
+                Err(refusal) => {
+                    let peer = close_accepted(state, accepted)?;
+                    let event = AuditEvent::refused(
+                        &state.shared.guest,
+                        "tcp-accept",
+                        peer,
+                        refusal.rule(),
+                    );
+                    state.shared.record_event(event);
+                    // Over max-connections the guest is not told: the host refused the client
+                    // itself, and the guest goes on waiting for the next one.
+                    let code = match refusal {
+                        Refusal::MaxConnections(_) => ErrorCode::WouldBlock,
+                        _ => ErrorCode::NewSocketLimit,
+                    };
+                    Ok((Err(code),))
+                }
+            }
+        },
+    )?;
+    linker.instance(TCP)?.resource(
+        "tcp-socket",
+        ResourceType::host::<TcpSocket>(),
+        |mut store: StoreContextMut<'_, HostState>, rep: u32| {
+            let state = store.data_mut();
+            HostTcpSocket::drop(&mut state.sockets(), Resource::new_own(rep))?;
+            state.ledger.release(rep);
+            Ok(())
+        },
+    )?;
+    linker.instance(UDP)?.resource(
+        "udp-socket",
+        ResourceType::host::<UdpSocket>(),
+        |mut store: StoreContextMut<'_, HostState>, rep: u32| {
+            let state = store.data_mut();
+            HostUdpSocket::drop(&mut state.sockets(), Resource::new_own(rep))?;
+            state.ledger.release(rep);
+            Ok(())
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// Decides whether the guest may create one more socket; records a refusal.
+fn admit(
+    state: &mut HostState,
+    family: IpAddressFamily,
+    granted: bool,
+    use_: &str,
+) -> Result<(), ErrorCode> {
+    let result = if granted {
+        state.ledger.take()
+    } else {
+        Err(Refusal::NoGrant)
+    };
+    result.map_err(|refusal| {
+        let family = match family {
+            IpAddressFamily::Ipv4 => "ipv4",
+            IpAddressFamily::Ipv6 => "ipv6",
+        };
+        let event = AuditEvent::refused(&state.shared.guest, use_, family, refusal.rule());
+        state.shared.record_event(event);
+        match refusal {
+            Refusal::NoGrant => ErrorCode::AccessDenied,
+            _ => ErrorCode::NewSocketLimit,
+        }
+    })
+}
+
+/// Takes an accepted connection out of the guest's table and closes it; returns its peer.
+fn close_accepted(
+    state: &mut HostState,
+    (socket, input, output): (
+        Resource<TcpSocket>,
+        Resource<DynInputStream>,
+        Resource<DynOutputStream>,
+    ),
+) -> wasmtime::Result<String> {
+    let peer =
+        HostTcpSocket::remote_address(&mut state.sockets(), Resource::new_borrow(socket.rep()))
+            .map(|addr| SocketAddr::from(addr).to_string())
+            .unwrap_or_else(|_| "unknown".into());
+    // Children first: the table refuses to delete a socket whose streams are alive.
+    drop(state.table.delete(output)?);
+    drop(state.table.delete(input)?);
+    drop(state.table.delete(socket)?);
+    Ok(peer)
+}
+
+/// Splits a socket result into the guest's error code or a trap, as the generated bindings do.
+fn settle<T>(
+    view: &mut WasiSocketsCtxView<'_>,
+    result: Result<T, SocketError>,
+) -> wasmtime::Result<Result<T, ErrorCode>> {
+    match result {
+        Ok(value) => Ok(Ok(value)),
+        Err(err) => Ok(Err(view.convert_error_code(err)?)),
+    }
+}
+
+/// Epoch ticks a guest may compute through without calling the host.
+pub(crate) fn busy_ticks(max_busy: Duration) -> u32 {
+    max_busy
+        .as_millis()
+        .div_ceil(EPOCH_TICK.as_millis())
+        .clamp(1, u128::from(u32::MAX)) as u32
+}
