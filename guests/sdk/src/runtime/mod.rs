@@ -33,5 +33,8 @@ mod test_support;
 pub(crate) use block_on::block_on;
 pub(crate) use coop::cooperate;
 pub use executor::{Task, spawn};
+pub(crate) use reactor::now;
 pub(crate) use registration::Registration;
+pub(crate) use time::{Deadline, NEVER};
 pub use time::{Elapsed, Sleep, sleep, timeout};
+pub(crate) use timers::Instant;
