@@ -50,7 +50,11 @@ async fn stderr_says(guest: &sockbox::RunningGuest, text: &str) {
         }
     })
     .await;
-    assert!(waited.is_ok(), "stderr never said {text:?}:\n{}", guest.stderr());
+    assert!(
+        waited.is_ok(),
+        "stderr never said {text:?}:\n{}",
+        guest.stderr()
+    );
 }
 
 #[tokio::test]
@@ -59,7 +63,11 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
     let (guest, sockets) = start("framing", policy(&["127.0.0.1:0"], &[], &[]), &args).await;
     let addr = tcp(&sockets);
     let mut silent = TcpStream::connect(addr).await.unwrap();
-    assert_eq!(read_until_closed(&mut silent).await, b"", "closed without a reply");
+    assert_eq!(
+        read_until_closed(&mut silent).await,
+        b"",
+        "closed without a reply"
+    );
     stderr_says(&guest, "idle timeout").await;
     well_behaved_framed(addr, b"after the silent one", b"after the silent one").await;
     stop_clean(guest).await;
@@ -90,11 +98,20 @@ async fn a_slowloris_client_is_closed_after_the_read_timeout() {
                 closed = true;
                 break;
             }
-            Ok(Ok(n)) => panic!("the guest answered a frame never completed: {:?}", &buf[..n]),
+            Ok(Ok(n)) => panic!(
+                "the guest answered a frame never completed: {:?}",
+                &buf[..n]
+            ),
         }
     }
-    assert!(closed, "the guest kept a one-byte-a-time client for the whole frame");
-    assert!(sent < frame.len(), "closed before the frame could be complete");
+    assert!(
+        closed,
+        "the guest kept a one-byte-a-time client for the whole frame"
+    );
+    assert!(
+        sent < frame.len(),
+        "closed before the frame could be complete"
+    );
     stderr_says(&guest, "read timeout").await;
     well_behaved_framed(addr, b"after the slow one", b"after the slow one").await;
     stop_clean(guest).await;
@@ -147,7 +164,11 @@ async fn a_chat_client_that_never_reads_is_dropped_and_the_others_told() {
     let mut rest = String::new();
     let read = tokio::time::timeout(PATIENCE, sleeper.lines.read_to_string(&mut rest)).await;
     assert!(read.expect("closed in time").is_ok());
-    assert!(rest.ends_with(TOO_SLOW), "...{:?}", &rest[rest.len().saturating_sub(80)..]);
+    assert!(
+        rest.ends_with(TOO_SLOW),
+        "...{:?}",
+        &rest[rest.len().saturating_sub(80)..]
+    );
 
     let mut newcomer = ChatClient::join(addr, "newcomer", None).await;
     assert_eq!(listener.next_line().await, "* newcomer joined\n");
@@ -168,7 +189,11 @@ async fn garbage_gets_the_error_frame_and_the_next_client_is_served() {
             .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
-        assert_eq!(read_until_closed(&mut garbage).await, TOO_LARGE, "{guest_name}");
+        assert_eq!(
+            read_until_closed(&mut garbage).await,
+            TOO_LARGE,
+            "{guest_name}"
+        );
         let expected = match guest_name {
             "rcmd" => ok("SERVED"),
             _ => b"upper served".to_vec(),
@@ -184,7 +209,12 @@ async fn rcmd_answers_a_frame_of_binary_garbage_with_an_error_and_serves_on() {
     let mut stream = TcpStream::connect(tcp(&sockets)).await.unwrap();
     write_frame(&mut stream, &[0xff, 0xfe, 0x00, 0x80, 0xc3]).await;
     let reply = read_frame(&mut stream).await;
-    assert_eq!(reply[0], 1, "status 1: {:?}", String::from_utf8_lossy(&reply));
+    assert_eq!(
+        reply[0],
+        1,
+        "status 1: {:?}",
+        String::from_utf8_lossy(&reply)
+    );
     write_frame(&mut stream, b"rev olleh").await;
     assert_eq!(read_frame(&mut stream).await, ok("hello"));
     stop_clean(guest).await;
@@ -283,10 +313,21 @@ async fn shutdown_answers_every_frame_in_hand_before_closing() {
         stream.write_all(&frame[half..]).await.unwrap();
     }
     for (i, stream) in clients.iter_mut().enumerate() {
-        assert!(read_frame(stream).await == payload, "client {i}: reply differs");
-        assert_eq!(read_until_closed(stream).await, b"", "client {i}: closed after");
+        assert!(
+            read_frame(stream).await == payload,
+            "client {i}: reply differs"
+        );
+        assert_eq!(
+            read_until_closed(stream).await,
+            b"",
+            "client {i}: closed after"
+        );
     }
-    assert_eq!(read_until_closed(&mut idle).await, b"", "an idle one is closed");
+    assert_eq!(
+        read_until_closed(&mut idle).await,
+        b"",
+        "an idle one is closed"
+    );
     let exit = guest.finish(Duration::from_secs(10)).await;
     assert!(exit.is_clean(), "guest {exit}\nstderr:\n{}", guest.stderr());
 }

@@ -69,9 +69,8 @@ async fn many_clients_many_mixed_frames_every_byte_checked() {
                 let stream = TcpStream::connect(addr).await.expect("connect");
                 let (mut rd, mut wr) = stream.into_split();
                 // Frames are sent pipelined while the replies are read and checked.
-                let sizes: Vec<usize> = (0..shape.frames)
-                    .map(|f| size(&shape, client, f))
-                    .collect();
+                let sizes: Vec<usize> =
+                    (0..shape.frames).map(|f| size(&shape, client, f)).collect();
                 let to_send = sizes.clone();
                 let writer = tokio::spawn(async move {
                     for (frame, &len) in to_send.iter().enumerate() {
