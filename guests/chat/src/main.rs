@@ -204,3 +204,60 @@ fn options(args: Vec<String>) -> Result<Options, String> {
     }
     Ok(options)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_bound_and_timeouts_come_from_the_arguments() {
+        let args = ["--max-queue", "4096", "--idle-timeout", "off"].map(String::from);
+        let o = options(args.to_vec()).unwrap();
+        assert_eq!(o.max_queue, 4096);
+        assert_eq!(o.timeouts.idle, None);
+        assert_eq!(o.timeouts.read, Timeouts::default().read);
+        let err = options(["--max-queue", "lots"].map(String::from).to_vec())
+            .err()
+            .unwrap();
+        assert!(err.contains("--max-queue") && err.contains("lots"), "{err}");
+    }
+
+    #[test]
+    fn a_full_queue_drops_its_member_and_the_others_hear_it_left() {
+        let mut room = Room::default();
+        let (fast_out, mut fast_in) = channel::unbounded();
+        let (slow_out, _slow_in) = channel::bounded_by(8, |m: &Rc<str>| m.len());
+        let (fast_kick, _) = channel::bounded(1);
+        let (slow_kick, slow_kicked) = channel::bounded(1);
+        let seat = |nick: &str, outbox, kick| Seat {
+            nick: nick.into(),
+            outbox,
+            kick,
+        };
+        let talker = room.add(seat(
+            "talker",
+            channel::unbounded().0,
+            channel::bounded(1).0,
+        ));
+        room.add(seat("fast", fast_out, fast_kick));
+        let slow = room.add(seat("slow", slow_out, slow_kick));
+        room.send_to_others(talker, "hello\n"); // 6 bytes: fits
+        room.send_to_others(talker, "again\n"); // 12 > 8: slow is dropped
+        assert!(!room.members.contains_key(&slow));
+        assert_eq!(
+            slow_kicked.len(),
+            1,
+            "the slow one's connection is told to go"
+        );
+        let heard: Vec<String> = std::iter::from_fn(|| next_queued(&mut fast_in)).collect();
+        assert_eq!(heard, ["hello\n", "again\n", "* slow left\n"]);
+    }
+
+    /// The next queued message, without waiting.
+    fn next_queued(inbox: &mut Receiver<Rc<str>>) -> Option<String> {
+        if inbox.is_empty() {
+            return None;
+        }
+        sockbox_guest::future::block_on(inbox.recv()).map(|m| m.to_string())
+    }
+}

@@ -72,3 +72,45 @@ fn options(args: Vec<String>) -> Result<Options, String> {
     }
     Ok(options)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sockbox_guest::Duration;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn arguments_set_the_limits_and_bad_ones_say_what_is_wrong() {
+        let o = options(args(&[
+            "--max-frame",
+            "1024",
+            "--idle-timeout",
+            "2s",
+            "--read-timeout",
+            "off",
+        ]))
+        .unwrap();
+        assert_eq!(o.max_frame, 1024);
+        assert_eq!(o.timeouts.idle, Some(Duration::from_secs(2)));
+        assert_eq!(o.timeouts.read, None);
+        let defaults = options(Vec::new()).unwrap();
+        assert_eq!(
+            (defaults.max_frame, defaults.timeouts),
+            (DEFAULT_MAX_FRAME, Timeouts::default())
+        );
+        let err = options(args(&["--read-timeout", "soon"])).err().unwrap();
+        assert!(
+            err.contains("--read-timeout") && err.contains("soon"),
+            "{err}"
+        );
+        let err = options(args(&["--fast"])).err().unwrap();
+        assert!(err.contains("--fast") && err.contains("usage"), "{err}");
+        assert!(
+            options(args(&["--idle-timeout"])).is_err(),
+            "a flag without its value"
+        );
+    }
+}
