@@ -21,10 +21,11 @@ const CI: Shape = Shape {
     large_every: 500,
 };
 
+/// About 15 times the frames and bytes of the CI form.
 const LONG: Shape = Shape {
     clients: 2_000,
-    frames: 500,
-    large_every: 100,
+    frames: 200,
+    large_every: 200,
 };
 
 /// A frame's size from the client and frame numbers (a fixed mix, the same every run): most
