@@ -13,8 +13,9 @@
 //!
 //! Every connection has [`Timeouts`] (idle 5 min, 30 s to complete a frame, by default; see
 //! [`FramedStream::with_timeouts`]): past one, the loop ends with a `TimedOut` error and the
-//! connection is closed without a reply. A frame begun is a request in hand until its answer is written ([`crate::serve::InHand`]), so a graceful shutdown answers it before
-//! closing.
+//! connection is closed without a reply. A frame begun is a request in hand
+//! ([`crate::serve::InHand`]) until its answer is written, so a graceful shutdown answers it
+//! before closing.
 
 use std::io;
 
