@@ -68,7 +68,10 @@ async fn joins_messages_and_leaves_reach_the_others() {
 
 #[tokio::test]
 async fn a_client_that_never_reads_does_not_stall_the_others() {
-    let (guest, sockets) = start("chat", policy(&["127.0.0.1:0"], &[], &[]), &[]).await;
+    // A queue large enough for all 4 MB: this is about the others going on, while the
+    // sleeper stays; dropping a sleeper that falls too far behind is in hostile_clients.rs.
+    let args = ["--max-queue", "16777216"];
+    let (guest, sockets) = start("chat", policy(&["127.0.0.1:0"], &[], &[]), &args).await;
     let addr = tcp(&sockets);
     let mut talker = Client::join(addr, "talker").await;
     let mut listener = Client::join(addr, "listener").await;
@@ -96,7 +99,10 @@ async fn a_client_that_never_reads_does_not_stall_the_others() {
 
 #[tokio::test]
 async fn a_client_that_leaves_with_unread_messages_does_not_freeze_the_room() {
-    let (guest, sockets) = start("chat", policy(&["127.0.0.1:0"], &[], &[]), &[]).await;
+    // A queue large enough for all 4 MB: this is about the others going on, while the
+    // sleeper stays; dropping a sleeper that falls too far behind is in hostile_clients.rs.
+    let args = ["--max-queue", "16777216"];
+    let (guest, sockets) = start("chat", policy(&["127.0.0.1:0"], &[], &[]), &args).await;
     let addr = tcp(&sockets);
     let mut talker = Client::join(addr, "talker").await;
     let mut listener = Client::join(addr, "listener").await;

@@ -56,6 +56,11 @@ impl LineDecoder {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Bytes received and not yet returned as a line.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The next whole line, `Ok(None)` if more bytes are needed.
     pub fn next_line(&mut self) -> Result<Option<String>, LineError> {
         let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {

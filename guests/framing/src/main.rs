@@ -2,32 +2,115 @@
 //! holding the same payload, however frames arrive split or glued together. Frames are
 //! relayed whole, without being taken apart.
 //!
-//! Payloads are limited to 16 MiB, or to `--max-frame N` bytes (`sockbox run framing --listen
-//! ADDR -- --max-frame 1024`). A larger header gets the frame `ERR frame too large` and its
-//! connection is closed; the other clients are served on.
+//! Guest arguments (`sockbox run framing --listen ADDR -- ARGS`):
+//! - `--max-frame N`: payloads of at most N bytes (default 16 MiB). A larger header gets the
+//!   frame `ERR frame too large` and its connection is closed; the other clients are served on.
+//! - `--idle-timeout D`: close a connection that sent nothing for D (default 5min).
+//! - `--read-timeout D`: close a connection whose frame, once begun, is not complete within D
+//!   (default 30s; one byte a second is not a way to hold a connection).
+//!
+//! D is a duration such as `2s`, `500ms` or `5min`, or `off`. A timed-out connection is closed
+//! without a reply.
 
 use std::error::Error;
 use std::process::ExitCode;
 
+use lexopt::prelude::*;
 use sockbox_guest::framed::FramedStream;
 use sockbox_guest::serve::serve_tcp;
+use sockbox_guest::timeouts::{Timeouts, parse_timeout};
 use sockbox_guest::wire::DEFAULT_MAX_FRAME;
 
 fn main() -> ExitCode {
     sockbox_guest::run(async {
-        let max = max_frame(&sockbox_guest::args())?;
-        serve_tcp(move |stream, _peer| FramedStream::with_max_frame(stream, max).echo_each())
-            .await?;
+        let options = options(sockbox_guest::args())?;
+        serve_tcp(move |stream, _peer| {
+            FramedStream::with_max_frame(stream, options.max_frame)
+                .with_timeouts(options.timeouts)
+                .echo_each()
+        })
+        .await?;
         Ok::<_, Box<dyn Error>>(())
     })
 }
 
-fn max_frame(args: &[String]) -> Result<usize, String> {
-    match args {
-        [] => Ok(DEFAULT_MAX_FRAME),
-        [flag, n] if flag == "--max-frame" => n
-            .parse()
-            .map_err(|_| format!("--max-frame wants a number of bytes, not `{n}`")),
-        _ => Err(format!("usage: framing [--max-frame BYTES], got {args:?}")),
+const USAGE: &str = "usage: framing [--max-frame BYTES] [--idle-timeout D] [--read-timeout D]";
+
+#[derive(Clone, Copy)]
+struct Options {
+    max_frame: usize,
+    timeouts: Timeouts,
+}
+
+fn options(args: Vec<String>) -> Result<Options, String> {
+    let mut options = Options {
+        max_frame: DEFAULT_MAX_FRAME,
+        timeouts: Timeouts::default(),
+    };
+    let mut parser = lexopt::Parser::from_args(args);
+    let fail = |e: lexopt::Error| format!("{e}\n{USAGE}");
+    while let Some(arg) = parser.next().map_err(fail)? {
+        match arg {
+            Long("max-frame") => {
+                let n = parser.value().map_err(fail)?.string().map_err(fail)?;
+                options.max_frame = n
+                    .parse()
+                    .map_err(|_| format!("--max-frame wants a number of bytes, not `{n}`"))?;
+            }
+            Long("idle-timeout") => {
+                let d = parser.value().map_err(fail)?.string().map_err(fail)?;
+                options.timeouts.idle =
+                    parse_timeout(&d).map_err(|e| format!("--idle-timeout: {e}"))?;
+            }
+            Long("read-timeout") => {
+                let d = parser.value().map_err(fail)?.string().map_err(fail)?;
+                options.timeouts.read =
+                    parse_timeout(&d).map_err(|e| format!("--read-timeout: {e}"))?;
+            }
+            other => return Err(fail(other.unexpected())),
+        }
+    }
+    Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sockbox_guest::Duration;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn arguments_set_the_limits_and_bad_ones_say_what_is_wrong() {
+        let o = options(args(&[
+            "--max-frame",
+            "1024",
+            "--idle-timeout",
+            "2s",
+            "--read-timeout",
+            "off",
+        ]))
+        .unwrap();
+        assert_eq!(o.max_frame, 1024);
+        assert_eq!(o.timeouts.idle, Some(Duration::from_secs(2)));
+        assert_eq!(o.timeouts.read, None);
+        let defaults = options(Vec::new()).unwrap();
+        assert_eq!(
+            (defaults.max_frame, defaults.timeouts),
+            (DEFAULT_MAX_FRAME, Timeouts::default())
+        );
+        let err = options(args(&["--read-timeout", "soon"])).err().unwrap();
+        assert!(
+            err.contains("--read-timeout") && err.contains("soon"),
+            "{err}"
+        );
+        let err = options(args(&["--fast"])).err().unwrap();
+        assert!(err.contains("--fast") && err.contains("usage"), "{err}");
+        assert!(
+            options(args(&["--idle-timeout"])).is_err(),
+            "a flag without its value"
+        );
     }
 }

@@ -10,12 +10,20 @@
 //! when it starts at a frame boundary, an answer is written with its header in one write
 //! (copying at most one write's worth), and a relayed frame goes back from the buffer it was
 //! read into.
+//!
+//! Every connection has [`Timeouts`] (idle 5 min, 30 s to complete a frame, by default; see
+//! [`FramedStream::with_timeouts`]): past one, the loop ends with a `TimedOut` error and the
+//! connection is closed without a reply. A frame begun is a request in hand
+//! ([`crate::serve::InHand`]) until its answer is written, so a graceful shutdown answers it
+//! before closing.
 
 use std::io;
 
 use sockbox_wire::{DEFAULT_MAX_FRAME, FrameDecoder, FrameError, HEADER_LEN, encode_frame};
 
+use crate::drain::InHand;
 use crate::net::TcpStream;
+use crate::timeouts::{Timeouts, Watchdog};
 
 /// The payload of the frame sent before closing a connection whose header announced more
 /// than the maximum.
@@ -36,6 +44,8 @@ pub struct FramedStream {
     decoder: FrameDecoder,
     /// A header and the start of its payload, gathered for one write (kept for its capacity).
     gathered: Vec<u8>,
+    watchdog: Watchdog,
+    in_hand: InHand,
     stream: TcpStream,
 }
 
@@ -50,8 +60,16 @@ impl FramedStream {
         FramedStream {
             decoder: FrameDecoder::new(max),
             gathered: Vec::new(),
+            watchdog: Watchdog::new(Timeouts::default()),
+            in_hand: InHand::new(),
             stream,
         }
+    }
+
+    /// Replaces the default [`Timeouts`] (idle 5 min, 30 s per frame).
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> FramedStream {
+        self.watchdog = Watchdog::new(timeouts);
+        self
     }
 
     /// The connection underneath.
@@ -62,7 +80,8 @@ impl FramedStream {
     /// The next frame's payload, however the bytes were split or glued on the wire.
     /// `Ok(None)` when the peer closed between frames. A header announcing more than the
     /// maximum is an [`io::ErrorKind::InvalidData`] error carrying a [`FrameError`] (see
-    /// [`too_large`]); the peer closing in the middle of a frame is `UnexpectedEof`.
+    /// [`too_large`]); the peer closing in the middle of a frame is `UnexpectedEof`; a
+    /// timeout is `TimedOut`. The frame is a request in hand until the next write.
     pub async fn read_frame(&mut self) -> io::Result<Option<Vec<u8>>> {
         loop {
             if let Some(payload) = self
@@ -70,6 +89,7 @@ impl FramedStream {
                 .next_frame()
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
             {
+                self.watchdog.completed(self.decoder.buffered() > 0);
                 return Ok(Some(payload));
             }
             if !self.read_more(0).await? {
@@ -97,11 +117,16 @@ impl FramedStream {
         self.gathered.extend_from_slice(&len.to_be_bytes());
         self.gathered.extend_from_slice(head);
         let output = self.stream.output();
-        output.write_all(&self.gathered).await?;
+        self.watchdog
+            .guard(output.write_all(&self.gathered))
+            .await?;
         if !rest.is_empty() {
-            output.write_all(rest).await?;
+            self.watchdog.guard(output.write_all(rest)).await?;
         }
-        output.flush()
+        output.flush()?;
+        self.watchdog.wrote();
+        self.in_hand.set(self.decoder.buffered() > 0);
+        Ok(())
     }
 
     /// Answers every frame with one frame holding `answer(payload)`, until the peer closes.
@@ -138,11 +163,13 @@ impl FramedStream {
             if rest > 0 && self.decoder.buffered() >= rest {
                 self.send_pending(rest).await?;
                 rest = 0;
+                self.frames_answered();
             }
             if rest == 0 {
                 let (whole, too_large) = self.decoder.whole_frames();
                 if whole > 0 {
                     self.send_pending(whole).await?;
+                    self.frames_answered();
                 }
                 if too_large.is_some() {
                     return self.refuse().await;
@@ -184,32 +211,48 @@ impl FramedStream {
         };
         let input = self.stream.input();
         let bytes = match frame.saturating_sub(self.decoder.buffered()) {
-            0 => input.read_vec(READ_MAX).await?,
-            missing => input.read_vec_to_end(missing).await?,
+            0 => self.watchdog.guard(input.read_vec(READ_MAX)).await?,
+            missing => self.watchdog.guard(input.read_vec_to_end(missing)).await?,
         };
         if bytes.is_empty() {
             return Ok(false);
         }
+        self.watchdog.received();
+        self.in_hand.set(true);
         self.decoder.extend_owned(bytes);
         Ok(true)
+    }
+
+    /// Whole frames went back: the next one, if begun, counts from now.
+    fn frames_answered(&mut self) {
+        let more = self.decoder.buffered() > 0;
+        self.watchdog.completed(more);
+        self.in_hand.set(more);
     }
 
     /// Writes the first `n` pending bytes as they are, asks the host to send them, and
     /// forgets them.
     async fn send_pending(&mut self, n: usize) -> io::Result<()> {
         let output = self.stream.output();
-        output.write_all(&self.decoder.pending()[..n]).await?;
+        self.watchdog
+            .guard(output.write_all(&self.decoder.pending()[..n]))
+            .await?;
         output.flush()?;
+        self.watchdog.wrote();
         self.decoder.consume(n);
         Ok(())
     }
 
-    /// The answer to an oversized header: the error frame, then a half-close.
-    async fn refuse(&self) -> io::Result<()> {
-        self.stream
-            .write_all(&encode_frame(TOO_LARGE_REPLY))
-            .await?;
-        self.stream.shutdown_write().await
+    /// The answer to an oversized header: the error frame, then a half-close (bounded by the
+    /// timeouts, for a peer that reads nothing).
+    async fn refuse(&mut self) -> io::Result<()> {
+        let stream = &self.stream;
+        self.watchdog
+            .guard(async {
+                stream.write_all(&encode_frame(TOO_LARGE_REPLY)).await?;
+                stream.shutdown_write().await
+            })
+            .await
     }
 }
 

@@ -9,7 +9,10 @@
 //!   stop cleanly on shutdown.
 //! - [`framed`], [`lines`]: frames and lines read from a connection, over the [`wire`] codecs
 //!   (pure code over bytes).
-//! - [`channel`]: an unbounded queue between tasks, for servers that fan messages out.
+//! - [`channel`]: queues between tasks (bounded, or unbounded), for servers that fan messages
+//!   out.
+//! - [`timeouts`]: per-connection idle and read timeouts, on by default in [`framed`] and
+//!   [`lines`].
 //! - [`future`]: combinators (`zip`, `try_zip`, `or`...) to run futures side by side in a task.
 //! - [`spawn`], [`sleep`], [`timeout`]: tasks and time on the runtime.
 //!
@@ -18,12 +21,14 @@
 
 pub mod channel;
 pub mod control;
+mod drain;
 pub mod framed;
 pub mod lines;
 pub mod net;
 mod runtime;
 pub mod serve;
 mod streams;
+pub mod timeouts;
 
 pub use futures_lite::future;
 pub use runtime::{Elapsed, Sleep, Task, sleep, spawn, timeout};

@@ -2,8 +2,10 @@
 //! host says so.
 //!
 //! Every connection runs as its own task on the single-threaded reactor (socketserver's
-//! `ThreadingMixIn`, without threads). On shutdown the loop stops accepting and cancels the
-//! connection tasks while the reactor is still running, so their sockets are dropped in order.
+//! `ThreadingMixIn`, without threads). On shutdown the loop stops accepting, lets connections
+//! that hold a request ([`InHand`]: a frame begun and not yet answered) finish it, for up to
+//! [`DRAIN_PERIOD`], then cancels the connection tasks while the reactor is still running, so
+//! their sockets are dropped in order.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -11,12 +13,18 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Duration;
 
 use futures_lite::future;
 
 use crate::control;
+pub use crate::drain::InHand;
 use crate::net::{TcpListener, TcpStream, UdpSocket};
-use crate::runtime::{Task, spawn};
+use crate::runtime::{Task, spawn, timeout};
+
+/// How long a shutdown waits for requests in hand to be answered: well inside the 5 s the
+/// host's `sockbox run` grants a guest to stop.
+pub const DRAIN_PERIOD: Duration = Duration::from_secs(3);
 
 /// Binds every address the host granted with `--listen`. Fails if there is none.
 pub async fn listen_granted() -> io::Result<Vec<TcpListener>> {
@@ -104,10 +112,27 @@ where
         .map(|listener| spawn(accept_loop(listener, handler.clone(), connections.clone())))
         .collect::<Vec<_>>();
     control::shutdown().await;
-    // Cancel accept loops first (no new connections), then every live connection.
+    // No new connections; then the requests in hand are answered; then every connection goes.
     drop(loops);
+    drain().await;
     connections.cancel_all();
     Ok(())
+}
+
+/// Waits until no connection holds a request in hand, for at most [`DRAIN_PERIOD`].
+async fn drain() {
+    // Bytes that came with (or just before) the shutdown signal are noticed in the same poll:
+    // a round for their connections to read them and mark their requests in hand.
+    future::yield_now().await;
+    future::yield_now().await;
+    if timeout(DRAIN_PERIOD, crate::drain::all_answered())
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "shutdown: requests still unanswered after {DRAIN_PERIOD:?}; closing their connections"
+        );
+    }
 }
 
 /// Serves UDP on every granted `--udp` address until shutdown: announces ready, then

@@ -14,7 +14,8 @@
 //!   on (plus the earliest timer), non-blocking if tasks are already runnable.
 //! - [`registration`], [`registry`]: one pollable per stream or socket, subscribed once and
 //!   kept for its life; operations are tried first and wait only when they would block.
-//! - [`timers`], [`time`]: a timer heap behind a single clock pollable; `sleep`, `timeout`.
+//! - [`timers`], [`time`]: a timer heap behind a single clock pollable; `sleep`, `timeout`, and
+//!   the `Deadline` of connection timeouts (moved freely, re-armed lazily).
 //! - [`coop`]: a per-turn budget, so a task whose operations never block still yields.
 //! - [`block_on`](mod@block_on): the loop, and the teardown that drops leftover tasks before the reactor.
 
@@ -33,5 +34,8 @@ mod test_support;
 pub(crate) use block_on::block_on;
 pub(crate) use coop::cooperate;
 pub use executor::{Task, spawn};
+pub(crate) use reactor::now;
 pub(crate) use registration::Registration;
+pub(crate) use time::{Deadline, NEVER};
 pub use time::{Elapsed, Sleep, sleep, timeout};
+pub(crate) use timers::Instant;

@@ -28,6 +28,8 @@ pub(crate) struct Reactor {
     always_ready: Pollable,
     /// The registry key behind each index of the last poll list (kept for its capacity).
     polled: Vec<usize>,
+    /// The clock read once per round, on first demand (see [`now`]).
+    now: Option<Instant>,
 }
 
 impl Reactor {
@@ -38,6 +40,7 @@ impl Reactor {
             alarm: None,
             always_ready: monotonic_clock::subscribe_duration(0),
             polled: Vec::new(),
+            now: None,
         }
     }
 
@@ -45,6 +48,7 @@ impl Reactor {
     /// wakers of whatever is ready go to `woken`. Returns `false`, without calling `poll`,
     /// if nothing is waited on at all.
     fn poll(&mut self, block: bool, woken: &mut Vec<Waker>) -> bool {
+        self.now = None;
         let deadline = self.timers.next_deadline();
         if self.alarm.as_ref().map(|(at, _)| *at) != deadline {
             self.alarm = deadline.map(|at| (at, monotonic_clock::subscribe_instant(at)));
@@ -71,7 +75,9 @@ impl Reactor {
             }
         }
         if alarm_rang {
-            self.timers.fire_due(monotonic_clock::now(), woken);
+            let now = monotonic_clock::now();
+            self.now = Some(now);
+            self.timers.fire_due(now, woken);
         }
         true
     }
@@ -115,6 +121,13 @@ pub(crate) fn with_if_running<R>(f: impl FnOnce(&mut Reactor) -> R) -> Option<R>
 /// caller to wake once the reactor is no longer borrowed.
 pub(crate) fn poll_round(block: bool, woken: &mut Vec<Waker>) -> bool {
     with(|reactor| reactor.poll(block, woken))
+}
+
+/// The monotonic clock as of this round: read from the host once per round at most, so
+/// connections noting when their bytes came cost no host call each. Stale by at most one
+/// round, which is nothing next to a timeout of seconds.
+pub(crate) fn now() -> Instant {
+    with(|reactor| *reactor.now.get_or_insert_with(monotonic_clock::now))
 }
 
 /// Every waker the reactor holds, for tearing the runtime down.

@@ -72,6 +72,76 @@ impl Drop for Sleep {
     }
 }
 
+/// A deadline that moves often and expires rarely, such as a connection's idle timeout: one
+/// timer, armed when first waited on and re-armed only when it fires early (the deadline
+/// moved later meanwhile) or the deadline moved earlier. Moving it is a store, no timer work,
+/// so a connection can push it back on every read.
+pub(crate) struct Deadline {
+    at: Instant,
+    /// The armed timer's key and instant.
+    armed: Option<(usize, Instant)>,
+}
+
+/// A deadline that never comes.
+pub(crate) const NEVER: Instant = Instant::MAX;
+
+impl Deadline {
+    pub(crate) fn new() -> Deadline {
+        Deadline {
+            at: NEVER,
+            armed: None,
+        }
+    }
+
+    pub(crate) fn set(&mut self, at: Instant) {
+        self.at = at;
+    }
+
+    /// Ready once the clock has passed the deadline as it stands.
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match self.armed {
+                _ if self.at == NEVER => {
+                    self.disarm();
+                    return Poll::Pending;
+                }
+                None => {
+                    let at = self.at;
+                    let key = reactor::with(|reactor| reactor.timers.insert(at, cx.waker()));
+                    self.armed = Some((key, at));
+                    return Poll::Pending;
+                }
+                Some((key, when)) if when <= self.at => {
+                    if reactor::with(|reactor| reactor.timers.poll(key, cx.waker())).is_pending() {
+                        return Poll::Pending;
+                    }
+                    self.disarm();
+                    // Fired: the clock is past `when`, so past a deadline not moved since.
+                    if when == self.at {
+                        return Poll::Ready(());
+                    }
+                }
+                // Moved earlier than the timer: arm again for the new one.
+                Some(_) => self.disarm(),
+            }
+        }
+    }
+
+    fn disarm(&mut self) {
+        if let Some((key, _)) = self.armed.take() {
+            let waker = reactor::with_if_running(|reactor| reactor.timers.remove(key));
+            // Dropped outside the reactor's borrow.
+            drop(waker);
+        }
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        self.disarm();
+    }
+}
+
 /// The error of [`timeout`]: the time ran out before the future finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Elapsed;
