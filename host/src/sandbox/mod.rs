@@ -217,7 +217,7 @@ pub struct SandboxBuilder {
     policy: Policy,
     args: Vec<String>,
     env: Vec<(String, String)>,
-    audit_log: Option<Arc<AuditLog>>,
+    audit_logs: Vec<Arc<AuditLog>>,
     print_denials: bool,
     capture_output: bool,
     compile_cache: CompileCache,
@@ -242,7 +242,7 @@ impl SandboxBuilder {
             policy: Policy::default(),
             args: Vec::new(),
             env: Vec::new(),
-            audit_log: None,
+            audit_logs: Vec::new(),
             print_denials: false,
             capture_output: false,
             compile_cache: CompileCache::Off,
@@ -294,7 +294,22 @@ impl SandboxBuilder {
 
     /// Append every decision to this JSONL audit log.
     pub fn audit_log(mut self, log: AuditLog) -> Self {
-        self.audit_log = Some(Arc::new(log));
+        self.audit_logs = vec![Arc::new(log)];
+        self
+    }
+
+    /// Also append every decision to `log`, which other guests may share (`sockbox up`
+    /// writes all guests to `--audit` and each to its own `audit` file).
+    pub fn also_audit_to(mut self, log: Arc<AuditLog>) -> Self {
+        self.audit_logs.push(log);
+        self
+    }
+
+    /// Set `SO_REUSEPORT` on every socket so other instances can bind the same addresses
+    /// (what [`SandboxBuilder::start_instances`] does); a supervisor restarting one of several
+    /// instances needs it on each start.
+    pub fn share_ports(mut self, yes: bool) -> Self {
+        self.share_ports = yes;
         self
     }
 
@@ -316,7 +331,7 @@ impl SandboxBuilder {
 
         let shared = Arc::new(Shared::new(
             name.clone(),
-            self.audit_log,
+            self.audit_logs,
             self.print_denials,
         ));
         let gate = Arc::new(Gate::new(self.policy.clone()));

@@ -54,14 +54,15 @@ pub(crate) struct Shared {
     pub(crate) events: broadcast::Sender<AuditEvent>,
     pub(crate) decisions: Mutex<VecDeque<AuditEvent>>,
     pub(crate) denials: AtomicU64,
-    pub(crate) audit_log: Option<Arc<AuditLog>>,
+    /// Every log the decisions are appended to (`--audit`, and a guest's own under `up`).
+    pub(crate) audit_logs: Vec<Arc<AuditLog>>,
     pub(crate) print_denials: bool,
 }
 
 impl Shared {
     pub(crate) fn new(
         guest: String,
-        audit_log: Option<Arc<AuditLog>>,
+        audit_logs: Vec<Arc<AuditLog>>,
         print_denials: bool,
     ) -> Shared {
         Shared {
@@ -71,7 +72,7 @@ impl Shared {
             events: broadcast::channel(1024).0,
             decisions: Mutex::new(VecDeque::new()),
             denials: AtomicU64::new(0),
-            audit_log,
+            audit_logs,
             print_denials,
         }
     }
@@ -89,10 +90,10 @@ impl Shared {
             }
         }
         tracing::debug!(guest = %self.guest, use_ = %event.use_, addr = %event.addr, decision = ?event.decision, "capability decision");
-        if let Some(log) = &self.audit_log
-            && let Err(err) = log.write(&event)
-        {
-            tracing::error!("cannot write the audit log: {err}");
+        for log in &self.audit_logs {
+            if let Err(err) = log.write(&event) {
+                tracing::error!("cannot write the audit log: {err}");
+            }
         }
         let mut kept = self.decisions.lock().unwrap();
         if kept.len() == DECISIONS_KEPT {
