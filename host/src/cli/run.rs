@@ -186,7 +186,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Limits the policy file may name that this version does not enforce yet: say so rather than
 /// let a user believe they hold.
-fn warn_unenforced(policy: &Policy) {
+pub(crate) fn warn_unenforced(policy: &Policy) {
     if policy.limits.max_connections.is_some() {
         eprintln!("sockbox: warning: max-connections is not enforced yet; it is ignored");
     }
@@ -260,7 +260,7 @@ impl StopSignals {
     }
 
     /// Resolves on the next SIGINT or SIGTERM, naming it.
-    async fn next(&mut self) -> &'static str {
+    pub(crate) async fn next(&mut self) -> &'static str {
         #[cfg(unix)]
         {
             tokio::select! {
