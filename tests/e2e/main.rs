@@ -22,3 +22,4 @@ mod proxy;
 mod rcmd;
 mod time;
 mod udp_echo;
+mod up;
