@@ -193,10 +193,13 @@ listen = ["127.0.0.1:0"]
 [guests.udp]
 component = "udp-echo"
 udp = ["127.0.0.1:0"]
+audit = "udp-audit.jsonl"
 "#,
     );
     let audit = path.with_file_name("audit.jsonl");
+    let udp_audit = path.with_file_name("udp-audit.jsonl");
     let _ = std::fs::remove_file(&audit);
+    let _ = std::fs::remove_file(&udp_audit);
     let mut up = Up::start(&path, &["--audit", audit.to_str().unwrap()]);
     let ready = up.ready_by_guest(2);
     let (transport, echo) = &ready["echo"];
@@ -228,6 +231,13 @@ udp = ["127.0.0.1:0"]
         .collect();
     assert!(guests.contains(&"\"echo\"".to_string()), "{lines}");
     assert!(guests.contains(&"\"udp\"".to_string()), "{lines}");
+    // The guest's own file has its decisions only.
+    let own = std::fs::read_to_string(&udp_audit).expect("the udp guest's audit file");
+    assert!(own.contains("\"use\":\"udp-bind\""), "{own}");
+    assert!(
+        own.lines().all(|l| l.contains("\"guest\":\"udp\"")),
+        "{own}"
+    );
 }
 
 #[test]
@@ -339,6 +349,10 @@ restart = "on-failure"
         );
     }
     assert!(!stderr.contains("started (run 4)"), "{stderr}");
+    assert!(
+        stderr.contains("sockbox: failed for good: `flaky`"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("guest `echo` exited"), "{stderr}");
 }
 
@@ -511,4 +525,18 @@ async fn the_supervisor_ends_by_itself_once_every_guest_has_ended_for_good() {
         .filter(|e| matches!(e, Event::Started { instance, .. } if instance == "always"))
         .count();
     assert_eq!(starts, 3, "the first run and two restarts");
+}
+
+#[test]
+fn the_example_manifest_checks() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/up.toml");
+    let (status, stdout, stderr) = sockbox(&["up", "--check", path.to_str().unwrap()]);
+    assert_eq!(status, Some(0), "stderr:\n{stderr}");
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    assert!(
+        stdout.contains(
+            "clock component=time tcp=127.0.0.1:7001 udp=127.0.0.1:9001 restart=on-failure instances=2"
+        ),
+        "{stdout}"
+    );
 }

@@ -59,7 +59,16 @@ pub(crate) async fn up(args: UpArgs) -> Result<u8, Failure> {
         .run(stop, Arc::new(print_event))
         .await
         .map_err(Failure::usage)?;
-    Ok(if outcome.succeeded() { 0 } else { 1 })
+    let failed: Vec<String> = (outcome.endings.iter())
+        .filter(|(_, ending)| ending.is_failure())
+        .map(|(name, _)| format!("`{name}`"))
+        .collect();
+    if failed.is_empty() {
+        Ok(0)
+    } else {
+        eprintln!("sockbox: failed for good: {}", failed.join(", "));
+        Ok(1)
+    }
 }
 
 /// Ready lines on stdout, flushed at once (scripts wait for them); everything else on stderr.
