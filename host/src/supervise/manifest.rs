@@ -220,6 +220,11 @@ fn parse_guest(
         },
         None => 1,
     };
+    if instances > 1 && !cfg!(target_os = "linux") {
+        bail!(
+            "{table_at}: guest `{name}`: instances above 1 need SO_REUSEPORT, which sockbox supports on Linux only"
+        );
+    }
     // Where each address was written, for the duplicate check across guests.
     let lines: Vec<String> = (table.listen.iter())
         .chain(&table.udp)
@@ -322,8 +327,10 @@ fn parse_settings(raw: &RawSupervisor, at: &dyn Fn(usize) -> String) -> Result<R
         };
     }
     if settings.max_delay < settings.first_delay {
+        let key = (raw.max_restart_delay.as_ref()).or(raw.restart_delay.as_ref());
         bail!(
-            "[supervisor]: max-restart-delay ({:?}) is shorter than restart-delay ({:?})",
+            "{}: max-restart-delay ({:?}) is shorter than restart-delay ({:?})",
+            at(key.map_or(0, |v| v.span().start)),
             settings.max_delay,
             settings.first_delay
         );
