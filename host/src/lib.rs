@@ -19,13 +19,15 @@
 //!
 //! Modules: [`sandbox`] loads, instantiates, runs and stops guests; [`policy`] decides what a
 //! guest may do; [`audit`] records each decision; [`builtin`] holds the embedded guests;
-//! [`bench`] measures guests against native servers.
+//! [`bench`] measures guests against native servers; [`supervise`] runs the guests of a
+//! `sockbox up` manifest side by side and restarts them.
 
 pub mod audit;
 pub mod bench;
 pub mod builtin;
 pub mod policy;
 pub mod sandbox;
+pub mod supervise;
 
 pub use audit::AuditEvent;
 pub use policy::Policy;

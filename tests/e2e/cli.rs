@@ -170,3 +170,40 @@ fn a_bad_max_memory_is_a_usage_error() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("lots"), "{stderr}");
 }
+
+#[test]
+fn files_that_are_not_components_are_named_with_what_to_do() {
+    let dir = std::env::temp_dir().join(format!("sockbox-badfiles-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("notes.wasm");
+    std::fs::write(&text, "not wasm at all").unwrap();
+    let core = dir.join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let missing = dir.join("missing.wasm");
+    let cases = [
+        (
+            &text,
+            "is not a WebAssembly component",
+            "--target wasm32-wasip2",
+        ),
+        (
+            &core,
+            "is a core WebAssembly module, not a component",
+            "wasm-tools component new",
+        ),
+        (
+            &missing,
+            "cannot read the component",
+            "a built-in name: echo",
+        ),
+    ];
+    for (path, what, todo) in cases {
+        let path = path.to_str().unwrap();
+        let (code, stdout, stderr) = sockbox(&["run", path, "--listen", "127.0.0.1:0"]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert!(stderr.contains(path), "names the file: {stderr}");
+        assert!(stderr.contains(what) && stderr.contains(todo), "{stderr}");
+        assert!(!stderr.contains("file:"), "no internal cache key: {stderr}");
+    }
+}

@@ -25,3 +25,4 @@ mod rcmd;
 mod soak;
 mod time;
 mod udp_echo;
+mod up;

@@ -4,15 +4,18 @@
 //! must not be able to do: listen elsewhere, connect or send elsewhere, resolve names, read or
 //! write the host's files, read the host's environment. For each attempt it prints exactly one
 //! line to stdout, `RESULT <attempt> ok <detail>` or `RESULT <attempt> err <error>`, and goes
-//! on with the next; it always exits 0, so a denial never looks like a crash. The e2e `escape`
-//! tests run it under a minimal policy and check that each attempt failed, was judged by the
-//! host and left nothing on the wire; the same attempts under a grant are their controls.
+//! on with the next; it exits 0 (unless an attempt is meant to end it), so a denial never
+//! looks like a crash. The e2e `escape` tests run it under a minimal policy and check that
+//! each attempt failed, was judged by the host and left nothing on the wire; the same attempts
+//! under a grant are their controls.
 //!
 //! Attempts (ADDR is `ip:port`, `[ipv6]:port`; `connect` also takes `name:port`):
 //! `listen:ADDR` `wasi-listen:ADDR` `connect:ADDR` `bound-connect:ADDR` `udp-bind:ADDR`
 //! `udp-send:ADDR` `udp-connect:ADDR` `dns:NAME` `fs:PATH` `fs-write:PATH` `fs-list:PATH`
 //! `env` `args` `alloc:MIB` (grow memory by MIB mebibytes, to meet `--max-memory`)
 //! `tcp-sockets:N` `udp-sockets:N` (create N sockets and keep them, to meet `--max-sockets`).
+//! `trap` (wasm `unreachable`) `exit:N` (exit with status N) `spin` (compute forever without
+//! calling the host) `hold` (sleep forever in a host call): what a supervisor must survive.
 
 mod wasi;
 
@@ -58,6 +61,14 @@ fn try_attempt(attempt: &str) -> Result<String, String> {
         "alloc" => alloc(target),
         "tcp-sockets" => wasi::hoard("tcp", target),
         "udp-sockets" => wasi::hoard("udp", target),
+        "trap" => core::arch::wasm32::unreachable(),
+        "exit" => std::process::exit(
+            target
+                .parse()
+                .map_err(|_| format!("not a status: {target}"))?,
+        ),
+        "spin" => spin(),
+        "hold" => hold(),
         _ => Err(format!("unknown attempt {attempt:?}")),
     }
 }
@@ -128,4 +139,19 @@ fn alloc(mib: &str) -> Result<String, String> {
     let mut block = vec![0u8; mib << 20];
     block.iter_mut().step_by(4096).for_each(|b| *b = 1);
     Ok(format!("{} bytes", block.len()))
+}
+
+/// Computes forever without a single host call: only the host's epoch yields stop it.
+fn spin() -> ! {
+    let mut n = 0u64;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+/// Blocks forever inside a host call (a clock wait), as a stuck guest would.
+fn hold() -> ! {
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(24 * 3600));
+    }
 }

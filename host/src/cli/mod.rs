@@ -8,6 +8,7 @@ mod learn;
 mod new;
 mod policy;
 mod run;
+mod up;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,9 @@ enum Command {
     New(new::NewArgs),
     /// An interactive native client: stdin to the server, replies to stdout.
     Client(client::ClientArgs),
+    /// Run the guests of a manifest side by side, each with its own policy and limits,
+    /// restarted as the manifest says.
+    Up(up::UpArgs),
     /// Guest against native figures (throughput, latency, start, memory) as ratios.
     Bench(bench::BenchArgs),
 }
@@ -94,6 +98,7 @@ pub fn main() -> ExitCode {
             Command::New(args) => new::new(args),
             Command::Client(args) => client::client(args).await,
             Command::Bench(args) => bench::bench(args).await,
+            Command::Up(args) => up::up(args).await,
         }
     });
     // Guests blocked in host calls must not keep the process alive once we decided to exit.

@@ -301,7 +301,7 @@ impl StopSignals {
     }
 
     /// Resolves on the next SIGINT or SIGTERM, naming it.
-    async fn next(&mut self) -> &'static str {
+    pub(crate) async fn next(&mut self) -> &'static str {
         #[cfg(unix)]
         {
             tokio::select! {

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -104,17 +104,31 @@ impl GuestSource {
                 engine::component(&format!("builtin:{name}"), bytes, cache, &describe)
             }
             GuestSource::File(path) => {
-                let bytes = std::fs::read(path)
-                    .with_context(|| format!("cannot read the component {}", path.display()))?;
+                let bytes = std::fs::read(path).map_err(|err| {
+                    let hint = if err.kind() == std::io::ErrorKind::NotFound {
+                        let known: Vec<_> = crate::builtin::names().collect();
+                        format!(
+                            " (give the path of a .wasm component, or a built-in name: {})",
+                            known.join(", ")
+                        )
+                    } else {
+                        String::new()
+                    };
+                    anyhow!("cannot read the component {}: {err}{hint}", path.display())
+                })?;
+                check_shape(&bytes, &path.display().to_string())?;
                 let key = format!("file:{}:{}", path.display(), digest(&bytes));
                 engine::component(&key, &bytes, cache, &path.display().to_string())
             }
-            GuestSource::Bytes { name, bytes } => engine::component(
-                &format!("bytes:{name}:{}", digest(bytes)),
-                bytes,
-                cache,
-                &format!("guest `{name}`"),
-            ),
+            GuestSource::Bytes { name, bytes } => {
+                check_shape(bytes, &format!("guest `{name}`"))?;
+                engine::component(
+                    &format!("bytes:{name}:{}", digest(bytes)),
+                    bytes,
+                    cache,
+                    &format!("guest `{name}`"),
+                )
+            }
         }
     }
 }
@@ -135,6 +149,34 @@ impl From<PathBuf> for GuestSource {
     fn from(path: PathBuf) -> Self {
         GuestSource::File(path)
     }
+}
+
+/// Says what a file that is not a component is, and what to do, before the compiler's own
+/// message (which speaks of parsers, not of the user's next step).
+fn check_shape(bytes: &[u8], describe: &str) -> Result<()> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_MODULE: [u8; 4] = [1, 0, 0, 0];
+    if bytes.starts_with(MAGIC) {
+        if bytes.get(4..8) == Some(&CORE_MODULE[..]) {
+            bail!(
+                "{describe} is a core WebAssembly module, not a component: build the guest for \
+                 wasm32-wasip2 (`cargo build --release --target wasm32-wasip2`), or turn a \
+                 wasm32-wasip1 module into a component with `wasm-tools component new MODULE \
+                 --adapt wasi_snapshot_preview1.command.wasm -o COMPONENT.wasm`"
+            );
+        }
+        return Ok(());
+    }
+    // The text format is accepted too (tests and hand-written components use it).
+    let text = std::str::from_utf8(bytes).map(str::trim_start);
+    if text.is_ok_and(|t| t.starts_with('(') || t.starts_with(";;")) {
+        return Ok(());
+    }
+    bail!(
+        "{describe} is not a WebAssembly component (it does not start with the wasm magic \
+         bytes): build one with `cargo build --release --target wasm32-wasip2`, or give a \
+         built-in guest's name"
+    )
 }
 
 /// A cheap content key so an edited file is recompiled.
@@ -222,7 +264,7 @@ pub struct SandboxBuilder {
     policy: Policy,
     args: Vec<String>,
     env: Vec<(String, String)>,
-    audit_log: Option<Arc<AuditLog>>,
+    audit_logs: Vec<Arc<AuditLog>>,
     print_denials: bool,
     capture_output: bool,
     stdout_to_stderr: bool,
@@ -250,7 +292,7 @@ impl SandboxBuilder {
             policy: Policy::default(),
             args: Vec::new(),
             env: Vec::new(),
-            audit_log: None,
+            audit_logs: Vec::new(),
             print_denials: false,
             capture_output: false,
             stdout_to_stderr: false,
@@ -311,7 +353,22 @@ impl SandboxBuilder {
 
     /// Append every decision to this JSONL audit log.
     pub fn audit_log(mut self, log: AuditLog) -> Self {
-        self.audit_log = Some(Arc::new(log));
+        self.audit_logs = vec![Arc::new(log)];
+        self
+    }
+
+    /// Also append every decision to `log`, which other guests may share (`sockbox up`
+    /// writes all guests to `--audit` and each to its own `audit` file).
+    pub fn also_audit_to(mut self, log: Arc<AuditLog>) -> Self {
+        self.audit_logs.push(log);
+        self
+    }
+
+    /// Set `SO_REUSEPORT` on every socket so other instances can bind the same addresses
+    /// (what [`SandboxBuilder::start_instances`] does); a supervisor restarting one of several
+    /// instances needs it on each start.
+    pub fn share_ports(mut self, yes: bool) -> Self {
+        self.share_ports = yes;
         self
     }
 
@@ -341,7 +398,7 @@ impl SandboxBuilder {
 
         let shared = Arc::new(Shared::new(
             name.clone(),
-            self.audit_log,
+            self.audit_logs,
             self.print_denials,
         ));
         let gate = Arc::new(Gate::new(self.policy.clone()));

@@ -69,14 +69,15 @@ pub(crate) struct Shared {
     pub(crate) denials: AtomicU64,
     /// The second the last refusal by a limit was printed: at most one such line a second.
     last_limit_notice: AtomicU64,
-    pub(crate) audit_log: Option<Arc<AuditLog>>,
+    /// Every log the decisions are appended to (`--audit`, and a guest's own under `up`).
+    pub(crate) audit_logs: Vec<Arc<AuditLog>>,
     pub(crate) print_denials: bool,
 }
 
 impl Shared {
     pub(crate) fn new(
         guest: String,
-        audit_log: Option<Arc<AuditLog>>,
+        audit_logs: Vec<Arc<AuditLog>>,
         print_denials: bool,
     ) -> Shared {
         Shared {
@@ -87,7 +88,7 @@ impl Shared {
             decisions: Mutex::new(VecDeque::new()),
             denials: AtomicU64::new(0),
             last_limit_notice: AtomicU64::new(0),
-            audit_log,
+            audit_logs,
             print_denials,
         }
     }
@@ -107,10 +108,10 @@ impl Shared {
             }
         }
         tracing::debug!(guest = %self.guest, use_ = %event.use_, addr = %event.addr, decision = ?event.decision, "capability decision");
-        if let Some(log) = &self.audit_log
-            && let Err(err) = log.write(&event)
-        {
-            tracing::error!("cannot write the audit log: {err}");
+        for log in &self.audit_logs {
+            if let Err(err) = log.write(&event) {
+                tracing::error!("cannot write the audit log: {err}");
+            }
         }
         let mut kept = self.decisions.lock().unwrap();
         if kept.len() == DECISIONS_KEPT {

@@ -1,0 +1,81 @@
+//! `sockbox up`: the guests of a manifest side by side, supervised (see `sockbox::supervise`).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::Failure;
+use super::run::{StopSignals, compile_cache};
+use sockbox::audit::AuditLog;
+use sockbox::supervise::{Event, Manifest, Supervisor};
+
+#[derive(Args, Debug)]
+pub(crate) struct UpArgs {
+    /// The manifest: one `[guests.NAME]` table per guest (see docs/up.md).
+    manifest: PathBuf,
+    /// Validate the manifest and every component, print one line per guest, run nothing.
+    #[arg(long)]
+    check: bool,
+    /// Append every guest's capability decisions to FILE as one JSON object per line.
+    #[arg(long, value_name = "FILE")]
+    audit: Option<PathBuf>,
+    /// Do not read or write the on-disk cache of compiled components.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+pub(crate) async fn up(args: UpArgs) -> Result<u8, Failure> {
+    let manifest = Manifest::load(&args.manifest).map_err(Failure::usage)?;
+    let mut supervisor = Supervisor::new(manifest)
+        .compile_cache(compile_cache(args.no_cache))
+        .print_denials(true);
+    if args.check {
+        supervisor.validate().map_err(Failure::usage)?;
+        let mut out = std::io::stdout().lock();
+        for guest in &supervisor.manifest().guests {
+            let _ = writeln!(out, "{}", guest.summary());
+        }
+        return Ok(0);
+    }
+    if let Some(path) = &args.audit {
+        let log = AuditLog::open(path)
+            .with_context(|| format!("cannot open the audit log {}", path.display()))
+            .map_err(Failure::usage)?;
+        supervisor = supervisor.audit_log(Arc::new(log));
+    }
+    // Before any guest starts, so a signal right after the first ready line is caught.
+    let mut signals = StopSignals::install().map_err(Failure::usage)?;
+    let stop = async {
+        let signal = signals.next().await;
+        eprintln!("sockbox: {signal}");
+    };
+    let outcome = supervisor
+        .run(stop, Arc::new(print_event))
+        .await
+        .map_err(Failure::usage)?;
+    let failed: Vec<String> = (outcome.endings.iter())
+        .filter(|(_, ending)| ending.is_failure())
+        .map(|(name, _)| format!("`{name}`"))
+        .collect();
+    if failed.is_empty() {
+        Ok(0)
+    } else {
+        eprintln!("sockbox: failed for good: {}", failed.join(", "));
+        Ok(1)
+    }
+}
+
+/// Ready lines on stdout, flushed at once (scripts wait for them); everything else on stderr.
+fn print_event(event: Event) {
+    match event.ready_line() {
+        Some(line) => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+        None => eprintln!("sockbox: {event}"),
+    }
+}

@@ -1,0 +1,547 @@
+//! The `sockbox up` manifest: which guests run, each with its component, arguments, restart
+//! rule, instances and policy, and how restarts are paced.
+//!
+//! Every mistake is a load error naming `file:line`, found before anything runs: a manifest
+//! that starts half its guests is worse than one that starts none.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::backoff::RestartSettings;
+use crate::policy::{LimitsSection, Policy, PolicySection, parse_millis};
+use crate::sandbox::{GuestSource, Transport};
+
+/// Most instances one guest may ask for (as `run --instances`).
+pub const MAX_INSTANCES: usize = 256;
+
+/// A parsed and checked manifest.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    /// The guests in file order.
+    pub guests: Vec<GuestSpec>,
+    pub settings: RestartSettings,
+}
+
+/// One `[guests.NAME]` table.
+#[derive(Clone, Debug)]
+pub struct GuestSpec {
+    /// The table's name: ready lines, logs and audit lines carry it.
+    pub name: String,
+    pub source: GuestSource,
+    /// The component as written in the manifest, for `--check`.
+    pub component: String,
+    pub args: Vec<String>,
+    pub restart: Restart,
+    pub instances: usize,
+    pub policy: Policy,
+    /// A file that gets this guest's decisions (besides `--audit`), resolved like `component`.
+    pub audit: Option<PathBuf>,
+    /// `file:line` of the table, for errors found later (a component that does not load).
+    pub at: String,
+    /// `file:line` of each `listen` then `udp` address.
+    address_lines: Vec<String>,
+}
+
+impl GuestSpec {
+    /// The addresses it is granted, TCP first, in file order.
+    pub fn addresses(&self) -> impl Iterator<Item = (Transport, SocketAddr)> + '_ {
+        let tcp = self.policy.listen.iter().map(|a| (Transport::Tcp, *a));
+        tcp.chain(self.policy.udp.iter().map(|a| (Transport::Udp, *a)))
+    }
+
+    /// One line for `up --check`: `echo component=echo tcp=127.0.0.1:7000 restart=never
+    /// instances=1`.
+    pub fn summary(&self) -> String {
+        let mut line = format!("{} component={}", self.name, self.component);
+        for (transport, addr) in self.addresses() {
+            line.push_str(&format!(" {transport}={addr}"));
+        }
+        line.push_str(&format!(
+            " restart={} instances={}",
+            self.restart, self.instances
+        ));
+        line
+    }
+}
+
+/// When a guest that ended is started again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Restart {
+    /// Never: its ending is final.
+    #[default]
+    Never,
+    /// After a trap, a non-zero exit or a kill.
+    OnFailure,
+    /// After any ending, a clean exit too.
+    Always,
+}
+
+impl Restart {
+    fn parse(text: &str) -> Result<Restart> {
+        match text {
+            "never" => Ok(Restart::Never),
+            "on-failure" => Ok(Restart::OnFailure),
+            "always" => Ok(Restart::Always),
+            other => {
+                bail!("restart must be \"never\", \"on-failure\" or \"always\", not {other:?}")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Restart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Restart::Never => "never",
+            Restart::OnFailure => "on-failure",
+            Restart::Always => "always",
+        })
+    }
+}
+
+impl Manifest {
+    /// Reads and checks a manifest; relative paths in it are taken from its directory.
+    pub fn load(path: impl AsRef<Path>) -> Result<Manifest> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the manifest {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Manifest::parse(&text, &path.display().to_string(), base)
+    }
+
+    /// Parses manifest TOML; `file_name` names it in errors, `base` anchors relative paths.
+    pub fn parse(text: &str, file_name: &str, base: &Path) -> Result<Manifest> {
+        let at = |offset: usize| format!("{file_name}:{}", line_of(text, offset));
+        let raw: RawManifest = toml::from_str(text).map_err(|e| {
+            let message = e
+                .message()
+                .trim_end()
+                .replace("expected a sequence", "expected a list, e.g. [\"...\"]");
+            match e.span() {
+                Some(span) => anyhow!("{}: {message}", at(span.start)),
+                None => anyhow!("{file_name}: {message}"),
+            }
+        })?;
+
+        let settings = match &raw.supervisor {
+            Some(section) => parse_settings(section, &at)?,
+            None => RestartSettings::default(),
+        };
+
+        let mut tables: Vec<_> = raw.guests.into_iter().collect();
+        tables.sort_by_key(|(name, _)| name.span().start);
+        if tables.is_empty() {
+            bail!(
+                "{file_name}: no guests; add a table such as\n  [guests.echo]\n  component = \"echo\"\n  listen = [\"127.0.0.1:7000\"]"
+            );
+        }
+        let mut guests = Vec::with_capacity(tables.len());
+        for (name, table) in tables {
+            let table_at = at(name.span().start);
+            let guest = parse_guest(name.into_inner(), table, &table_at, text, file_name, base)?;
+            guests.push(guest);
+        }
+        check_no_shared_address(&guests)?;
+        Ok(Manifest { guests, settings })
+    }
+}
+
+fn parse_guest(
+    name: String,
+    table: RawGuest,
+    table_at: &str,
+    text: &str,
+    file_name: &str,
+    base: &Path,
+) -> Result<GuestSpec> {
+    let at = |offset: usize| format!("{file_name}:{}", line_of(text, offset));
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        bail!(
+            "{table_at}: guest name {name:?} must be letters, digits, `-`, `_` or `.` \
+             (it is the third field of its ready lines)"
+        );
+    }
+    let Some(component) = table.component else {
+        bail!(
+            "{table_at}: guest `{name}` has no component; add component = \"echo\" (a built-in) \
+             or a path to a .wasm file"
+        );
+    };
+    let component_at = at(component.span().start);
+    let component = component.into_inner();
+    let source = match GuestSource::parse(&component) {
+        GuestSource::Builtin(builtin) => {
+            if crate::builtin::get(&builtin).is_none() {
+                let known: Vec<_> = crate::builtin::names().collect();
+                bail!(
+                    "{component_at}: guest `{name}`: no built-in guest named {builtin:?} \
+                     (built-ins: {}; or give a path to a .wasm component)",
+                    known.join(", ")
+                );
+            }
+            GuestSource::Builtin(builtin)
+        }
+        GuestSource::File(path) => {
+            let path = base.join(path);
+            if !path.is_file() {
+                bail!(
+                    "{component_at}: guest `{name}`: component {} does not exist (relative \
+                     paths are taken from the manifest's directory)",
+                    path.display()
+                );
+            }
+            GuestSource::File(path)
+        }
+        bytes @ GuestSource::Bytes { .. } => bytes,
+    };
+    let restart = match table.restart {
+        Some(value) => Restart::parse(value.get_ref())
+            .with_context(|| format!("{}: guest `{name}`", at(value.span().start)))
+            .map_err(|e| anyhow!("{e:#}"))?,
+        None => Restart::Never,
+    };
+    let instances = match table.instances {
+        Some(value) => match value.get_ref() {
+            toml::Value::Integer(n) if (1..=MAX_INSTANCES as i64).contains(n) => *n as usize,
+            _ => bail!(
+                "{}: guest `{name}`: instances must be a whole number from 1 to {MAX_INSTANCES}",
+                at(value.span().start)
+            ),
+        },
+        None => 1,
+    };
+    if instances > 1 && !cfg!(target_os = "linux") {
+        bail!(
+            "{table_at}: guest `{name}`: instances above 1 need SO_REUSEPORT, which sockbox supports on Linux only"
+        );
+    }
+    // Where each address was written, for the duplicate check across guests.
+    let lines: Vec<String> = (table.listen.iter())
+        .chain(&table.udp)
+        .map(|value| at(value.span().start))
+        .collect();
+    let section = PolicySection {
+        listen: table.listen,
+        udp: table.udp,
+        allow: table.allow,
+        dns_map: table.dns_map,
+        limits: table.limits,
+    };
+    // Its errors already start with `file:line`.
+    let policy = Policy::from_section(&section, text, file_name)
+        .map_err(|e| anyhow!("{e:#} (guest `{name}`)"))?;
+    let audit = table.audit.map(|path| base.join(path.into_inner()));
+    Ok(GuestSpec {
+        name,
+        source,
+        component,
+        args: table.args,
+        restart,
+        instances,
+        policy,
+        audit,
+        at: table_at.to_string(),
+        address_lines: lines,
+    })
+}
+
+/// Two guests cannot serve on one address: the second would fail to bind, or with several
+/// instances silently share the first one's clients.
+fn check_no_shared_address(guests: &[GuestSpec]) -> Result<()> {
+    let mut taken: Vec<(Transport, SocketAddr, &str)> = Vec::new();
+    for guest in guests {
+        for (i, (transport, addr)) in guest.addresses().enumerate() {
+            // Port 0 asks for a fresh port each time; it never collides.
+            if addr.port() == 0 {
+                continue;
+            }
+            if let Some((_, _, other)) = taken
+                .iter()
+                .find(|(t, a, other)| *t == transport && overlaps(*a, addr) && *other != guest.name)
+            {
+                let line = guest.address_lines.get(i).unwrap_or(&guest.at);
+                bail!(
+                    "{line}: guest `{}` wants {transport} {addr}, which guest `{other}` already \
+                     has; give each guest its own address (or port 0)",
+                    guest.name
+                );
+            }
+            taken.push((transport, addr, &guest.name));
+        }
+    }
+    Ok(())
+}
+
+/// The same port on the same IP, or on the unspecified address of the same family.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+fn parse_settings(raw: &RawSupervisor, at: &dyn Fn(usize) -> String) -> Result<RestartSettings> {
+    let mut settings = RestartSettings::default();
+    let millis = |value: &Spanned<toml::Value>, key: &str| -> Result<Duration> {
+        let d = match value.get_ref() {
+            toml::Value::Integer(n) if *n > 0 => Ok(Duration::from_millis(*n as u64)),
+            toml::Value::String(s) => parse_millis(s),
+            _ => Err(anyhow!(
+                "expected milliseconds or a duration, e.g. 100, \"100ms\" or \"5s\""
+            )),
+        };
+        d.with_context(|| format!("{}: {key}", at(value.span().start)))
+            .map_err(|e| anyhow!("{e:#}"))
+    };
+    if let Some(v) = &raw.restart_delay {
+        settings.first_delay = millis(v, "restart-delay")?;
+    }
+    if let Some(v) = &raw.max_restart_delay {
+        settings.max_delay = millis(v, "max-restart-delay")?;
+    }
+    if let Some(v) = &raw.stable_after {
+        settings.stable_after = millis(v, "stable-after")?;
+    }
+    if let Some(v) = &raw.restart_window {
+        settings.window = millis(v, "restart-window")?;
+    }
+    if let Some(v) = &raw.stop_grace {
+        settings.grace = millis(v, "stop-grace")?;
+    }
+    if let Some(v) = &raw.max_restarts {
+        settings.max_restarts = match v.get_ref() {
+            toml::Value::Integer(n) if (0..=u32::MAX as i64).contains(n) => *n as u32,
+            _ => bail!(
+                "{}: max-restarts must be a whole number (0 gives a guest up at its first ending)",
+                at(v.span().start)
+            ),
+        };
+    }
+    if settings.max_delay < settings.first_delay {
+        let key = (raw.max_restart_delay.as_ref()).or(raw.restart_delay.as_ref());
+        bail!(
+            "{}: max-restart-delay ({:?}) is shorter than restart-delay ({:?})",
+            at(key.map_or(0, |v| v.span().start)),
+            settings.max_delay,
+            settings.first_delay
+        );
+    }
+    Ok(settings)
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    let offset = offset.min(text.len());
+    text.as_bytes()[..offset]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    guests: BTreeMap<Spanned<String>, RawGuest>,
+    supervisor: Option<RawSupervisor>,
+}
+
+/// A guest table: its own keys, then the policy vocabulary (handed to `Policy::from_section`).
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawGuest {
+    component: Option<Spanned<String>>,
+    #[serde(default)]
+    args: Vec<String>,
+    restart: Option<Spanned<String>>,
+    instances: Option<Spanned<toml::Value>>,
+    audit: Option<Spanned<String>>,
+    #[serde(default)]
+    listen: Vec<Spanned<String>>,
+    #[serde(default)]
+    udp: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    dns_map: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    limits: Option<LimitsSection>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawSupervisor {
+    restart_delay: Option<Spanned<toml::Value>>,
+    max_restart_delay: Option<Spanned<toml::Value>>,
+    stable_after: Option<Spanned<toml::Value>>,
+    max_restarts: Option<Spanned<toml::Value>>,
+    restart_window: Option<Spanned<toml::Value>>,
+    stop_grace: Option<Spanned<toml::Value>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest> {
+        Manifest::parse(text, "up.toml", Path::new("/nowhere"))
+    }
+
+    fn error(text: &str) -> String {
+        format!("{:#}", parse(text).expect_err("the manifest must not load"))
+    }
+
+    #[test]
+    fn the_contract_example_loads() {
+        let manifest = parse(
+            r#"
+[guests.echo]
+component = "echo"
+listen = ["127.0.0.1:7000"]
+[guests.clock]
+component = "time"
+udp = ["127.0.0.1:9000"]
+restart = "on-failure"
+instances = 2
+[guests.clock.limits]
+max-memory = "32MiB"
+"#,
+        )
+        .unwrap();
+        let names: Vec<_> = manifest.guests.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["echo", "clock"], "file order, not alphabetical");
+        let clock = &manifest.guests[1];
+        assert_eq!(clock.restart, Restart::OnFailure);
+        assert_eq!(clock.instances, 2);
+        assert_eq!(clock.policy.limits.max_memory, Some(32 << 20));
+        assert_eq!(clock.policy.udp, ["127.0.0.1:9000".parse().unwrap()]);
+        assert_eq!(manifest.guests[0].restart, Restart::Never);
+        assert_eq!(manifest.settings, RestartSettings::default());
+        assert_eq!(
+            clock.summary(),
+            "clock component=time udp=127.0.0.1:9000 restart=on-failure instances=2"
+        );
+    }
+
+    #[test]
+    fn rules_name_the_manifest_line() {
+        let manifest =
+            parse("[guests.p]\ncomponent = \"proxy\"\nallow = [\"dns=*.test\"]\n").unwrap();
+        assert_eq!(
+            manifest.guests[0].policy.rules[0].source,
+            "up.toml:3: allow \"dns=*.test\""
+        );
+    }
+
+    #[test]
+    fn relative_component_paths_are_taken_from_the_manifest_directory() {
+        let dir = std::env::temp_dir().join(format!("sockbox-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("g")).unwrap();
+        std::fs::write(dir.join("g/x.wasm"), b"").unwrap();
+        let manifest = Manifest::parse(
+            "[guests.x]\ncomponent = \"g/x.wasm\"\naudit = \"x.jsonl\"\n",
+            "up.toml",
+            &dir,
+        )
+        .unwrap();
+        assert!(
+            matches!(&manifest.guests[0].source, GuestSource::File(p) if *p == dir.join("g/x.wasm"))
+        );
+        assert_eq!(manifest.guests[0].audit, Some(dir.join("x.jsonl")));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn supervisor_settings_override_the_defaults() {
+        let manifest = parse(
+            "[supervisor]\nrestart-delay = 20\nmax-restart-delay = \"1s\"\nmax-restarts = 0\n\
+             stable-after = \"2s\"\nrestart-window = \"30s\"\nstop-grace = \"500ms\"\n\
+             [guests.e]\ncomponent = \"echo\"\n",
+        )
+        .unwrap();
+        let s = manifest.settings;
+        assert_eq!(s.first_delay, Duration::from_millis(20));
+        assert_eq!(s.max_delay, Duration::from_secs(1));
+        assert_eq!(s.max_restarts, 0);
+        assert_eq!(s.stable_after, Duration::from_secs(2));
+        assert_eq!(s.window, Duration::from_secs(30));
+        assert_eq!(s.grace, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn mistakes_are_load_errors_naming_the_line() {
+        let cases = [
+            (
+                "[guests.e]\ncomponent = \"echo\"\nbogus = 1\n",
+                "up.toml:3: unknown field `bogus`",
+            ),
+            (
+                "[guests.e]\nlisten = [\"127.0.0.1:0\"]\n",
+                "up.toml:1: guest `e` has no component",
+            ),
+            (
+                "[guests.e]\ncomponent = \"echo\"\nrestart = \"often\"\n",
+                "up.toml:3: guest `e`: restart must be",
+            ),
+            ("# empty\n", "up.toml: no guests"),
+            (
+                "[guests.e]\ncomponent = \"nope\"\n",
+                "up.toml:2: guest `e`: no built-in guest named \"nope\"",
+            ),
+            (
+                "[guests.e]\ncomponent = \"g/nope.wasm\"\n",
+                "up.toml:2: guest `e`: component /nowhere/g/nope.wasm does not exist",
+            ),
+            (
+                "[guests.e]\ncomponent = \"echo\"\nlisten = [\"127.0.0.1\"]\n",
+                "up.toml:3: listen: expected ip:port",
+            ),
+            (
+                "[guests.e]\ncomponent = \"echo\"\ninstances = 0\n",
+                "up.toml:3: guest `e`: instances must be",
+            ),
+            (
+                "[guests.\"a b\"]\ncomponent = \"echo\"\n",
+                "up.toml:1: guest name \"a b\"",
+            ),
+            (
+                "[supervisor]\nrestart-delay = \"soon\"\n[guests.e]\ncomponent = \"echo\"\n",
+                "up.toml:2: restart-delay",
+            ),
+            (
+                "[guest.e]\ncomponent = \"echo\"\n",
+                "up.toml:1: unknown field `guest`",
+            ),
+            (
+                "[guests.a]\ncomponent = \"echo\"\nlisten = [\"127.0.0.1:7000\"]\n\
+                 [guests.b]\ncomponent = \"echo\"\nlisten = [\"127.0.0.1:7001\",\n  \"0.0.0.0:7000\"]\n",
+                "up.toml:7: guest `b` wants tcp 0.0.0.0:7000, which guest `a` already has",
+            ),
+        ];
+        for (text, expected) in cases {
+            let message = error(text);
+            assert!(
+                message.starts_with(expected),
+                "{text:?}\n  gave: {message}\n  want: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_same_port_on_both_transports_or_port_zero_twice_is_fine() {
+        parse(
+            "[guests.a]\ncomponent = \"time\"\nlisten = [\"127.0.0.1:7000\", \"127.0.0.1:0\"]\n\
+             [guests.b]\ncomponent = \"time\"\nudp = [\"127.0.0.1:7000\"]\nlisten = [\"127.0.0.1:0\"]\n",
+        )
+        .unwrap();
+    }
+}
