@@ -182,7 +182,7 @@ pub(crate) fn compile_cache(no_cache: bool) -> CompileCache {
 #[derive(Args, Debug, Default)]
 pub(crate) struct LimitArgs {
     /// Cap the guest's linear memory (e.g. 64MiB); growing past it fails inside the guest
-    /// [default: no cap beyond wasm's 4 GiB].
+    /// [default: 1GiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_memory: Option<u64>,
     /// Accepted TCP connections open at once; past it the host refuses new clients itself

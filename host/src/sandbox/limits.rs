@@ -31,6 +31,9 @@ use super::state::HostState;
 use crate::audit::{AuditEvent, LIMIT_PREFIX};
 use crate::policy::Limits;
 
+/// Linear memory a guest may grow to unless told otherwise: far more than a socket server
+/// needs, far less than a host can lose to one runaway guest.
+pub const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
 /// Accepted connections a guest may hold at once unless told otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
 /// Sockets of any kind a guest may hold at once unless told otherwise (less if the process's

@@ -39,8 +39,8 @@ use crate::policy::{Gate, Policy};
 pub use cache::CompileCache;
 pub use inspect::{Inspection, inspect};
 pub use limits::{
-    DEFAULT_MAX_BUSY, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_SOCKETS, FdBudget, default_max_sockets,
-    fd_budget,
+    DEFAULT_MAX_BUSY, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MEMORY, DEFAULT_MAX_SOCKETS, FdBudget,
+    default_max_sockets, fd_budget,
 };
 use state::{HostState, Readiness, Shared};
 
@@ -417,10 +417,8 @@ impl SandboxBuilder {
         wasi.arg(&name).args(&self.args).envs(&self.env);
         network::grant(&mut wasi, gate.clone(), shared.clone());
 
-        let mut limits = StoreLimitsBuilder::new();
-        if let Some(bytes) = self.policy.limits.max_memory {
-            limits = limits.memory_size(bytes as usize);
-        }
+        let max_memory = (self.policy.limits.max_memory).unwrap_or(limits::DEFAULT_MAX_MEMORY);
+        let limits = StoreLimitsBuilder::new().memory_size(max_memory as usize);
         let enforced = limits::Enforced::new(
             &self.policy.limits,
             limits::default_max_sockets(self.process_share),
