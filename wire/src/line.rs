@@ -96,6 +96,7 @@ impl LineDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn lines_split_and_glued() {
@@ -131,5 +132,40 @@ mod tests {
         let mut dec = LineDecoder::default();
         dec.extend(b"\xff\xfe\n");
         assert_eq!(dec.next_line(), Err(LineError::NotUtf8));
+    }
+
+    proptest! {
+        /// Any lines, ended by `\n` or `\r\n` and cut into any chunks, come back whole and in
+        /// order, and an unterminated last line comes back from `finish`.
+        #[test]
+        fn any_split_roundtrips(
+            lines in prop::collection::vec(("[^\r\n]{0,40}", any::<bool>()), 0..20),
+            tail in "[^\r\n]{0,40}",
+            cuts in prop::collection::vec(1usize..16, 1..20),
+        ) {
+            let mut wire = Vec::new();
+            for (line, crlf) in &lines {
+                wire.extend_from_slice(line.as_bytes());
+                wire.extend_from_slice(if *crlf { b"\r\n" } else { b"\n" });
+            }
+            wire.extend_from_slice(tail.as_bytes());
+            let mut dec = LineDecoder::default();
+            let mut got = Vec::new();
+            let mut rest = &wire[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = cuts[i % cuts.len()].min(rest.len());
+                dec.extend(&rest[..n]);
+                rest = &rest[n..];
+                while let Some(line) = dec.next_line().unwrap() {
+                    got.push(line);
+                }
+                i += 1;
+            }
+            let want: Vec<String> = lines.into_iter().map(|(line, _)| line).collect();
+            prop_assert_eq!(got, want);
+            let last = dec.finish().unwrap();
+            prop_assert_eq!(last, (!tail.is_empty()).then_some(tail));
+        }
     }
 }
