@@ -60,7 +60,10 @@ impl LineDecoder {
     pub fn next_line(&mut self) -> Result<Option<String>, LineError> {
         let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
             self.scanned = self.buf.len();
-            if self.buf.len() > self.max {
+            // A trailing `\r` may be the first half of a `\r\n`, which is not part of the
+            // line: counting it would refuse a line of exactly `max` bytes cut after its `\r`.
+            let line_len = self.buf.len() - usize::from(self.buf.last() == Some(&b'\r'));
+            if line_len > self.max {
                 return Err(LineError::TooLong { max: self.max });
             }
             return Ok(None);
@@ -124,6 +127,26 @@ mod tests {
     fn too_long_without_newline_is_an_error() {
         let mut dec = LineDecoder::new(4);
         dec.extend(b"12345");
+        assert_eq!(dec.next_line(), Err(LineError::TooLong { max: 4 }));
+    }
+
+    /// Found by the `line_decoder` fuzz target: a `\r\n` split between two reads made a line
+    /// of exactly the maximum too long, while the same bytes in one read were accepted.
+    #[test]
+    fn fuzz_regression_crlf_split_after_a_line_at_the_limit() {
+        let mut dec = LineDecoder::new(0);
+        dec.extend(b"\r");
+        assert_eq!(dec.next_line(), Ok(None));
+        dec.extend(b"\n");
+        assert_eq!(dec.next_line().unwrap().as_deref(), Some(""));
+
+        let mut dec = LineDecoder::new(4);
+        dec.extend(b"abcd\r");
+        assert_eq!(dec.next_line(), Ok(None));
+        dec.extend(b"\n");
+        assert_eq!(dec.next_line().unwrap().as_deref(), Some("abcd"));
+        // Without the `\n`, one byte more than the maximum is still refused.
+        dec.extend(b"abcd\r\r");
         assert_eq!(dec.next_line(), Err(LineError::TooLong { max: 4 }));
     }
 
