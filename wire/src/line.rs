@@ -65,7 +65,10 @@ impl LineDecoder {
     pub fn next_line(&mut self) -> Result<Option<String>, LineError> {
         let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
             self.scanned = self.buf.len();
-            if self.buf.len() > self.max {
+            // A trailing `\r` may be the first half of a `\r\n`, which is not part of the
+            // line: counting it would refuse a line of exactly `max` bytes cut after its `\r`.
+            let line_len = self.buf.len() - usize::from(self.buf.last() == Some(&b'\r'));
+            if line_len > self.max {
                 return Err(LineError::TooLong { max: self.max });
             }
             return Ok(None);
@@ -101,6 +104,7 @@ impl LineDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn lines_split_and_glued() {
@@ -131,10 +135,65 @@ mod tests {
         assert_eq!(dec.next_line(), Err(LineError::TooLong { max: 4 }));
     }
 
+    /// Found by the `line_decoder` fuzz target: a `\r\n` split between two reads made a line
+    /// of exactly the maximum too long, while the same bytes in one read were accepted.
+    #[test]
+    fn fuzz_regression_crlf_split_after_a_line_at_the_limit() {
+        let mut dec = LineDecoder::new(0);
+        dec.extend(b"\r");
+        assert_eq!(dec.next_line(), Ok(None));
+        dec.extend(b"\n");
+        assert_eq!(dec.next_line().unwrap().as_deref(), Some(""));
+
+        let mut dec = LineDecoder::new(4);
+        dec.extend(b"abcd\r");
+        assert_eq!(dec.next_line(), Ok(None));
+        dec.extend(b"\n");
+        assert_eq!(dec.next_line().unwrap().as_deref(), Some("abcd"));
+        // Without the `\n`, one byte more than the maximum is still refused.
+        dec.extend(b"abcd\r\r");
+        assert_eq!(dec.next_line(), Err(LineError::TooLong { max: 4 }));
+    }
+
     #[test]
     fn invalid_utf8_is_an_error() {
         let mut dec = LineDecoder::default();
         dec.extend(b"\xff\xfe\n");
         assert_eq!(dec.next_line(), Err(LineError::NotUtf8));
+    }
+
+    proptest! {
+        /// Any lines, ended by `\n` or `\r\n` and cut into any chunks, come back whole and in
+        /// order, and an unterminated last line comes back from `finish`.
+        #[test]
+        fn any_split_roundtrips(
+            lines in prop::collection::vec(("[^\r\n]{0,40}", any::<bool>()), 0..20),
+            tail in "[^\r\n]{0,40}",
+            cuts in prop::collection::vec(1usize..16, 1..20),
+        ) {
+            let mut wire = Vec::new();
+            for (line, crlf) in &lines {
+                wire.extend_from_slice(line.as_bytes());
+                wire.extend_from_slice(if *crlf { b"\r\n" } else { b"\n" });
+            }
+            wire.extend_from_slice(tail.as_bytes());
+            let mut dec = LineDecoder::default();
+            let mut got = Vec::new();
+            let mut rest = &wire[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = cuts[i % cuts.len()].min(rest.len());
+                dec.extend(&rest[..n]);
+                rest = &rest[n..];
+                while let Some(line) = dec.next_line().unwrap() {
+                    got.push(line);
+                }
+                i += 1;
+            }
+            let want: Vec<String> = lines.into_iter().map(|(line, _)| line).collect();
+            prop_assert_eq!(got, want);
+            let last = dec.finish().unwrap();
+            prop_assert_eq!(last, (!tail.is_empty()).then_some(tail));
+        }
     }
 }
