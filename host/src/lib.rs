@@ -26,6 +26,7 @@ pub mod audit;
 pub mod bench;
 pub mod builtin;
 pub mod policy;
+pub mod python;
 pub mod sandbox;
 pub mod supervise;
 

@@ -2,6 +2,7 @@
 //! 2 usage/policy/load error (nothing ran), 3 `--fail-on-denial` and a denial happened.
 
 mod bench;
+mod build;
 mod check;
 mod client;
 mod learn;
@@ -34,8 +35,10 @@ enum Command {
     Policy(policy::PolicyArgs),
     /// Run a guest with permissive loopback-only grants and print the minimal policy.
     Learn(learn::LearnArgs),
-    /// Scaffold a new guest crate on the sockbox guest SDK.
+    /// Scaffold a new guest: a Rust crate on the guest SDK, or a Python script.
     New(new::NewArgs),
+    /// Build a Python guest (.py) into a component file with componentize-py.
+    Build(build::BuildArgs),
     /// An interactive native client: stdin to the server, replies to stdout.
     Client(client::ClientArgs),
     /// Run the guests of a manifest side by side, each with its own policy and limits,
@@ -96,6 +99,7 @@ pub fn main() -> ExitCode {
             Command::Policy(args) => policy::policy(args),
             Command::Learn(args) => learn::learn(args).await,
             Command::New(args) => new::new(args),
+            Command::Build(args) => build::build(args),
             Command::Client(args) => client::client(args).await,
             Command::Bench(args) => bench::bench(args).await,
             Command::Up(args) => up::up(args).await,

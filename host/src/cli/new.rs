@@ -1,18 +1,23 @@
-//! `sockbox new`: scaffold a guest crate on the SDK — a line server with a unit test — that
-//! builds with `cargo build --release --target wasm32-wasip2` and runs with `sockbox run`.
+//! `sockbox new`: scaffold a guest — a line server — either as a crate on the SDK (with a unit
+//! test) that builds with `cargo build --release --target wasm32-wasip2`, or as a Python script
+//! on `sockbox_guest` that `sockbox run NAME.py` builds and runs.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::Failure;
 
 #[derive(Args, Debug)]
 pub(crate) struct NewArgs {
-    /// The crate name (also the directory and the .wasm file name).
+    /// The guest's name: the crate (Rust) or the module (Python), the directory and the .wasm
+    /// file name.
     name: String,
+    /// The language of the guest.
+    #[arg(long, value_enum, default_value_t = Lang::Rust)]
+    lang: Lang,
     /// Where to create it (default: ./NAME).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
@@ -22,10 +27,19 @@ pub(crate) struct NewArgs {
     sdk: Option<PathBuf>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Lang {
+    Rust,
+    Python,
+}
+
 /// The SDK of the checkout this binary was built from.
 const BUILT_FROM_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../guests/sdk");
 
 pub(crate) fn new(args: NewArgs) -> Result<u8, Failure> {
+    if args.lang == Lang::Python {
+        return new_python(&args);
+    }
     scaffold(&args).map_err(Failure::usage)?;
     let dir = args
         .dir
@@ -77,6 +91,88 @@ fn scaffold(args: &NewArgs) -> Result<()> {
     write(&dir.join("rust-toolchain.toml"), RUST_TOOLCHAIN)?;
     write(&dir.join(".gitignore"), "/target\n")?;
     Ok(())
+}
+
+fn new_python(args: &NewArgs) -> Result<u8, Failure> {
+    let (dir, script) = scaffold_python(args).map_err(Failure::usage)?;
+    eprintln!(
+        "created Python guest `{name}` in {dir}\n\n  \
+         python3 -m pip install componentize-py=={version}   # once, if it is not installed\n  \
+         sockbox run {script} --listen 127.0.0.1:7000\n  \
+         sockbox build {script} -o {name}.wasm             # a component file to ship",
+        name = args.name,
+        dir = dir.display(),
+        script = script.display(),
+        version = sockbox::python::COMPONENTIZE_PY_VERSION,
+    );
+    Ok(0)
+}
+
+/// Writes `DIR/NAME.py`; returns the directory and the script's path.
+fn scaffold_python(args: &NewArgs) -> Result<(PathBuf, PathBuf)> {
+    let name = &args.name;
+    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid {
+        bail!(
+            "`{name}` is not a good Python module name: use lowercase letters, digits and _, \
+             starting with a letter"
+        );
+    }
+    if args.sdk.is_some() {
+        bail!("--sdk is for Rust guests; a Python guest's support package is built into sockbox");
+    }
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(name));
+    if dir.exists() && fs::read_dir(&dir)?.next().is_some() {
+        bail!(
+            "{} exists and is not empty; nothing was written (a Python guest gets a directory \
+             of its own: all of it goes into the component)",
+            dir.display()
+        );
+    }
+    let script = dir.join(format!("{name}.py"));
+    // Checked before anything is written: `time.py` would hide Python's `time` module.
+    if let Err(err) = sockbox::python::is_guest_name(name) {
+        bail!("{err}");
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    write(&script, &main_py(name))?;
+    write(&dir.join(".gitignore"), "__pycache__/\n*.wasm\n")?;
+    Ok((dir, script))
+}
+
+fn main_py(name: &str) -> String {
+    format!(
+        r#""""{name}: a sockbox guest. Every line a client sends is answered with `hello, <line>`.
+
+Run:   sockbox run {name}.py --listen 127.0.0.1:7000
+Build: sockbox build {name}.py -o {name}.wasm
+"""
+
+from sockbox_guest import Guest, serve_tcp
+
+
+def reply(line):
+    """The protocol, as a plain function: easy to change and to test without sockets."""
+    return f"hello, {{line}}\n"
+
+
+async def greet(reader, writer):
+    async for line in reader:
+        text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+        writer.write(reply(text).encode())
+        await writer.drain()
+
+
+class Run(Guest):
+    async def main(self):
+        # Listens on every --listen address, serves each client as its own task, and
+        # returns when the host asks the guest to stop.
+        await serve_tcp(greet)
+"#
+    )
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {

@@ -60,10 +60,13 @@ pub enum GuestSource {
 }
 
 impl GuestSource {
-    /// A built-in name, or else a path (anything ending in `.wasm` or containing a `/`).
+    /// A built-in name, or else a path (anything ending in `.wasm` or `.py`, or containing a
+    /// `/`). A `.py` file is a Python guest, built with componentize-py before it runs.
     pub fn parse(spec: &str) -> GuestSource {
         if crate::builtin::get(spec).is_some()
-            || !(spec.ends_with(".wasm") || spec.contains(std::path::MAIN_SEPARATOR))
+            || !(spec.ends_with(".wasm")
+                || spec.ends_with(".py")
+                || spec.contains(std::path::MAIN_SEPARATOR))
         {
             GuestSource::Builtin(spec.to_string())
         } else {
@@ -102,6 +105,15 @@ impl GuestSource {
                 })?;
                 let describe = format!("the built-in guest `{name}`");
                 engine::component(&format!("builtin:{name}"), bytes, cache, &describe)
+            }
+            GuestSource::File(path) if crate::python::is_python(path) => {
+                let cache_dir = match cache {
+                    CompileCache::Dir(dir) => Some(dir.as_path()),
+                    CompileCache::Off => None,
+                };
+                let bytes = crate::python::component(path, cache_dir)?;
+                let key = format!("python:{}:{}", path.display(), digest(&bytes));
+                engine::component(&key, &bytes, cache, &path.display().to_string())
             }
             GuestSource::File(path) => {
                 let bytes = std::fs::read(path).map_err(|err| {
