@@ -48,7 +48,10 @@ pub(crate) fn component(
     disk: &CompileCache,
     describe: &str,
 ) -> Result<Component> {
-    static MEMORY: OnceLock<Mutex<HashMap<String, Arc<OnceLock<Component>>>>> = OnceLock::new();
+    // One slot per key, locked while it is filled: a second start of the same guest waits for
+    // the first compile (seconds for a Python guest) instead of doing it again.
+    type Slot = Arc<Mutex<Option<Component>>>;
+    static MEMORY: OnceLock<Mutex<HashMap<String, Slot>>> = OnceLock::new();
     let slot = MEMORY
         .get_or_init(Default::default)
         .lock()
@@ -56,7 +59,8 @@ pub(crate) fn component(
         .entry(key.to_string())
         .or_default()
         .clone();
-    if let Some(component) = slot.get() {
+    let mut slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(component) = &*slot {
         return Ok(component.clone());
     }
     let started = Instant::now();
@@ -70,5 +74,5 @@ pub(crate) fn component(
         CompileCache::Dir(dir) => cache::load_or_compile(dir, engine(), bytes, compile)?,
     };
     tracing::debug!(?origin, elapsed = ?started.elapsed(), "component {describe} loaded");
-    Ok(slot.get_or_init(|| component).clone())
+    Ok(slot.insert(component).clone())
 }
