@@ -8,7 +8,7 @@ use crate::support::{
 };
 
 /// Sends `data`, half-closes, and returns everything read until the server closes.
-async fn roundtrip(addr: std::net::SocketAddr, data: &[u8]) -> Vec<u8> {
+pub(crate) async fn roundtrip(addr: std::net::SocketAddr, data: &[u8]) -> Vec<u8> {
     let stream = TcpStream::connect(addr).await.expect("connect");
     let (mut rd, mut wr) = stream.into_split();
     let data = data.to_vec();

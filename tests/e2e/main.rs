@@ -21,6 +21,7 @@ mod load;
 mod plain;
 mod policy_cli;
 mod proxy;
+mod python;
 mod rcmd;
 mod soak;
 mod time;

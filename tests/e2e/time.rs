@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use crate::support::{PATIENCE, policy, start, stop_clean, tcp, udp};
 
 /// Sends `format` as one datagram and returns the reply as text.
-async fn ask(server: SocketAddr, format: &str) -> String {
+pub(crate) async fn ask(server: SocketAddr, format: &str) -> String {
     let format = format.to_string();
     tokio::task::spawn_blocking(move || {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind client");
@@ -23,7 +23,7 @@ async fn ask(server: SocketAddr, format: &str) -> String {
     .unwrap()
 }
 
-fn assert_close_to_now(time: &str) {
+pub(crate) fn assert_close_to_now(time: &str) {
     let time = DateTime::parse_from_rfc3339(time)
         .unwrap_or_else(|e| panic!("`{time}` is not RFC 3339: {e}"))
         .with_timezone(&Utc);

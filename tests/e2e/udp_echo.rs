@@ -5,7 +5,7 @@ use std::net::{SocketAddr, UdpSocket};
 use crate::support::{PATIENCE, policy, start, stop_clean, udp};
 
 /// Sends each payload from a native std socket and returns what came back, in order.
-async fn bounce(server: SocketAddr, payloads: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+pub(crate) async fn bounce(server: SocketAddr, payloads: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     // Blocking std sockets run off the runtime: the guest runs on this runtime too.
     tokio::task::spawn_blocking(move || {
         let local = if server.is_ipv6() {

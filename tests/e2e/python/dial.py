@@ -1,0 +1,25 @@
+"""dial (a test guest): each line `HOST PORT` from a client is a connection attempt to
+HOST:PORT; the reply is `ok\\n` with the peer's first line, or `error CODE TYPE\\n` with what the
+guest saw (e.g. `error access-denied PermissionError`)."""
+
+from sockbox_guest import Guest, open_connection, serve_tcp
+
+
+async def dial(reader, writer):
+    async for line in reader:
+        host, port = line.decode().split()
+        try:
+            upstream_reader, upstream_writer = await open_connection(host, int(port))
+        except OSError as e:
+            writer.write(f"error {getattr(e, 'wasi_code', '-')} {type(e).__name__}\n".encode())
+        else:
+            greeting = await upstream_reader.readline()
+            upstream_writer.close()
+            await upstream_writer.wait_closed()
+            writer.write(b"ok " + greeting)
+        await writer.drain()
+
+
+class Run(Guest):
+    async def main(self):
+        await serve_tcp(dial)
