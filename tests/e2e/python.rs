@@ -374,6 +374,22 @@ async fn new_python_scaffolds_a_guest_that_serves() {
     run.signal("TERM");
     let (code, stderr) = run.finish();
     assert_eq!(code, Some(0), "{stderr}");
+
+    // The scaffold's own end-to-end test, as its user runs it.
+    let unittest = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+        .args(["-m", "unittest", "discover", "-v"])
+        .arg(&dir)
+        .env("SOCKBOX", env!("CARGO_BIN_EXE_sockbox"))
+        .env("SOCKBOX_CACHE_DIR", compile_cache_dir())
+        .env("SOCKBOX_COMPONENTIZE_PY", componentize_py())
+        .output()
+        .expect("run python3 -m unittest");
+    let report = String::from_utf8_lossy(&unittest.stderr);
+    assert!(unittest.status.success(), "{report}");
+    assert!(
+        report.contains("test_greets_each_line") && report.contains("OK"),
+        "{report}"
+    );
 }
 
 #[test]

@@ -258,6 +258,7 @@ class _Server:
 
     async def datagram_loop(self, endpoint):
         while True:
+            replies = []
             for data, peer in await endpoint.receive():
                 try:
                     reply = self.udp(data, peer)
@@ -267,12 +268,18 @@ class _Server:
                     print(f"datagram from {peer}: handler failed:", file=sys.stderr)
                     traceback.print_exc()
                     continue
-                if reply is None:
-                    continue
+                if reply is not None:
+                    replies.append((reply, peer))
+            # The replies to one batch go out together: fewer host calls per datagram.
+            while replies:
                 try:
-                    await endpoint.send(reply, peer)
+                    await endpoint.send_many(replies)
+                    break
                 except OSError as e:
-                    self.complain(f"reply to {peer}: {e}")
+                    # One reply refused (too large, say): skip it, send the rest.
+                    refused = getattr(e, "sent", 0)
+                    self.complain(f"reply to {replies[refused][1]}: {e}")
+                    replies = replies[refused + 1 :]
 
     async def drain(self):
         """Ends idle connections now, lets the others finish for up to DRAIN_PERIOD, then

@@ -292,6 +292,7 @@ class Reader:
         self._limit = limit
         self._waiter = None
         self._stopping = False
+        self._drained = False
 
     def at_eof(self):
         return self._eof and not self._buffer
@@ -303,16 +304,21 @@ class Reader:
             if input is None:
                 self._eof = True
                 break
-            try:
-                data = input.read(READ_SIZE)
-            except Err as e:
-                self._eof = True
-                if isinstance(e.value, streams.StreamError_Closed):
-                    break
-                raise stream_error(e, "read") from None
-            if data:
-                self._buffer += data
-                return True
+            if not self._drained:
+                try:
+                    data = input.read(READ_SIZE)
+                except Err as e:
+                    self._eof = True
+                    if isinstance(e.value, streams.StreamError_Closed):
+                        break
+                    raise stream_error(e, "read") from None
+                if data:
+                    self._buffer += data
+                    # A short read emptied the socket: the next read would come back empty,
+                    # so wait for readiness first (one host call fewer per request).
+                    self._drained = len(data) < READ_SIZE
+                    return True
+            self._drained = False
             if self._stopping and not self._buffer:
                 # The host is stopping the guest and this connection is between requests:
                 # end it as if the client had left.
@@ -540,14 +546,29 @@ class DatagramEndpoint:
 
     async def send(self, data, address):
         """Sends one datagram to `address`, waiting while the host's queue is full."""
-        datagram = udp.OutgoingDatagram(data, to_wasi(address))
-        while True:
+        await self.send_many([(data, address)])
+
+    async def send_many(self, datagrams):
+        """Sends `(data, address)` datagrams in order, as many per host call as it takes.
+        A datagram the host refuses (too large, a denied address) raises `OSError` after
+        the ones before it went out (their number in `.sent`); the ones after it are not
+        sent."""
+        pending = [udp.OutgoingDatagram(data, to_wasi(address)) for data, address in datagrams]
+        done = 0
+        while pending:
             try:
-                if self._outgoing.check_send() > 0 and self._outgoing.send([datagram]) == 1:
-                    return
+                room = self._outgoing.check_send()
+                sent = self._outgoing.send(pending[:room]) if room else 0
             except Err as e:
-                raise socket_error(e, f"send to {_show(address)}") from None
-            await when_ready(self._sendable)
+                # WASI reports an error only when not one datagram of the call went out.
+                address = from_wasi(pending[0].remote_address)
+                error = socket_error(e, f"send to {_show(address)}")
+                error.sent = done
+                raise error from None
+            del pending[:sent]
+            done += sent
+            if pending:
+                await when_ready(self._sendable)
 
     def close(self):
         resources = (self._receivable, self._sendable, self._incoming, self._outgoing, self._socket)

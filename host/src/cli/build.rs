@@ -49,7 +49,7 @@ pub(crate) fn build(args: BuildArgs) -> Result<u8, Failure> {
         .with_context(|| format!("write {}", output.display()))
         .map_err(Failure::usage)?;
     eprintln!(
-        "built {} ({:.1} MB): sockbox run {} --listen 127.0.0.1:7000",
+        "built {} ({:.1} MB); run it with `sockbox run {} --listen ADDR` (or --udp ADDR)",
         output.display(),
         bytes.len() as f64 / 1e6,
         output.display()

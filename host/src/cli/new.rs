@@ -96,10 +96,13 @@ fn scaffold(args: &NewArgs) -> Result<()> {
 fn new_python(args: &NewArgs) -> Result<u8, Failure> {
     let (dir, script) = scaffold_python(args).map_err(Failure::usage)?;
     eprintln!(
-        "created Python guest `{name}` in {dir}\n\n  \
-         python3 -m pip install componentize-py=={version}   # once, if it is not installed\n  \
+        "created Python guest `{name}` in {dir}\n\n\
+         Once, if componentize-py is not installed:\n  \
+         python3 -m pip install componentize-py=={version}\n\
+         Run it; test it end to end over loopback; build a component file to ship:\n  \
          sockbox run {script} --listen 127.0.0.1:7000\n  \
-         sockbox build {script} -o {name}.wasm             # a component file to ship",
+         python3 -m unittest discover {dir}\n  \
+         sockbox build {script} -o {name}.wasm",
         name = args.name,
         dir = dir.display(),
         script = script.display(),
@@ -139,6 +142,7 @@ fn scaffold_python(args: &NewArgs) -> Result<(PathBuf, PathBuf)> {
     }
     fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     write(&script, &main_py(name))?;
+    write(&dir.join(format!("test_{name}.py")), &test_py(name))?;
     write(&dir.join(".gitignore"), "__pycache__/\n*.wasm\n")?;
     Ok((dir, script))
 }
@@ -172,6 +176,65 @@ class Run(Guest):
         # returns when the host asks the guest to stop.
         await serve_tcp(greet)
 "#
+    )
+}
+
+fn test_py(name: &str) -> String {
+    format!(
+        r#""""End-to-end test of {name}: runs it under sockbox and talks to it over loopback.
+
+    python3 -m unittest discover .     (sockbox and componentize-py on PATH, or SOCKBOX=path)
+"""
+
+import os
+import socket
+import subprocess
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class {class}Test(unittest.TestCase):
+    def setUp(self):
+        sockbox = os.environ.get("SOCKBOX", "sockbox")
+        script = os.path.join(HERE, "{name}.py")
+        # Port 0: the host picks a free port and says which on its `ready` line.
+        self.server = subprocess.Popen(
+            [sockbox, "run", script, "--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        ready = self.server.stdout.readline()  # "ready tcp 127.0.0.1:PORT"
+        self.assertTrue(ready.startswith("ready tcp "), f"no ready line: {{ready!r}}")
+        host, port = ready.split()[2].rsplit(":", 1)
+        self.address = (host, int(port))
+
+    def tearDown(self):
+        self.server.terminate()  # SIGTERM: the guest is asked to stop and exits cleanly
+        self.assertEqual(self.server.wait(timeout=30), 0)
+        self.server.stdout.close()
+
+    def test_greets_each_line(self):
+        with socket.create_connection(self.address, timeout=30) as conn:
+            conn.sendall(b"world\nand you\n")
+            replies = conn.makefile("rb")
+            self.assertEqual(replies.readline(), b"hello, world\n")
+            self.assertEqual(replies.readline(), b"hello, and you\n")
+
+
+if __name__ == "__main__":
+    unittest.main()
+"#,
+        class = name
+            .split('_')
+            .map(|part| {
+                let mut chars = part.chars();
+                chars
+                    .next()
+                    .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                    .unwrap_or_default()
+            })
+            .collect::<String>()
     )
 }
 
