@@ -290,6 +290,17 @@ async fn a_denied_connect_is_a_permission_error_in_python_and_audited() {
     );
     // Still serving after the denial, and nothing reached the decoy.
     assert_eq!(dial(&mut client, to_granted).await, "ok upstream here\n");
+    // A connection the guest forgets without closing is released children-first: the
+    // instance does not trap ("resource has children") and goes on serving.
+    let forget = format!("forget {} {}\n", to_granted.ip(), to_granted.port());
+    client.get_mut().write_all(forget.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(PATIENCE, client.read_line(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer, "forgot\n");
+    assert_eq!(dial(&mut client, to_granted).await, "ok upstream here\n");
     let reached = tokio::time::timeout(std::time::Duration::from_millis(200), decoy.accept()).await;
     assert!(reached.is_err(), "the decoy was never connected to");
 

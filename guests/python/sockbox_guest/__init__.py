@@ -143,7 +143,7 @@ async def open_connection(host, port):
         except OSError as e:
             error = e
             continue
-        return connection.reader, connection.writer
+        return connection.streams()
     raise error
 
 
@@ -208,7 +208,7 @@ class _Server:
     def __init__(self, tcp, udp):
         self.tcp = tcp
         self.udp = udp
-        self.connections = {}  # task -> Connection
+        self.connections = {}  # task -> the connection's Reader
         self.last_complaint = 0.0
 
     def complain(self, text):
@@ -228,17 +228,18 @@ class _Server:
                 # has refused that client; keep serving the others.
                 self.complain(f"accept: {e}")
                 continue
-            task = loop.create_task(self.handle(connection))
-            self.connections[task] = connection
+            reader, writer = connection.streams()
+            task = loop.create_task(self.handle(connection, reader, writer))
+            self.connections[task] = reader
             task.add_done_callback(self.forget)
 
     def forget(self, task):
         self.connections.pop(task, None)
 
-    async def handle(self, connection):
+    async def handle(self, connection, reader, writer):
         try:
             try:
-                await self.tcp(connection.reader, connection.writer)
+                await self.tcp(reader, writer)
             except (ConnectionError, asyncio.IncompleteReadError):
                 return  # the client left mid-conversation: nothing to answer
             except asyncio.LimitOverrunError as e:
@@ -250,7 +251,7 @@ class _Server:
                 return
             # Send what the handler wrote before the socket goes, as a closing socket would.
             try:
-                await asyncio.wait_for(connection.writer._flushed(), LINGER)
+                await asyncio.wait_for(writer._flushed(), LINGER)
             except (ConnectionError, TimeoutError):
                 pass
         finally:
@@ -285,8 +286,8 @@ class _Server:
         """Ends idle connections now, lets the others finish for up to DRAIN_PERIOD, then
         cancels them (each task still closes its socket in order)."""
         tasks = list(self.connections)
-        for connection in self.connections.values():
-            connection.reader._stop()
+        for reader in self.connections.values():
+            reader._stop()
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=DRAIN_PERIOD)

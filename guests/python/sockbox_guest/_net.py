@@ -4,6 +4,7 @@ socket: dropping a socket with live children traps the whole guest)."""
 
 import errno
 import ipaddress
+import weakref
 
 from componentize_py_types import Err
 from wit_world.imports import (
@@ -36,6 +37,17 @@ def _drop(*resources):
     for resource in resources:
         if resource is not None:
             resource.__exit__(None, None, None)
+
+
+def _owner(owner, *resources):
+    """Makes `owner` responsible for `resources`: they are dropped in the order given when it
+    is closed (calling the returned function) or collected, whichever comes first.
+
+    The finalizer, not the owner, holds the resources, so they stay reachable until it runs.
+    A `__del__` would not do: when the garbage collector frees a reference cycle (a frame
+    kept by a traceback, say), it releases the bindings' own handles first, in no order, and
+    a socket dropped before its streams traps the whole guest."""
+    return weakref.finalize(owner, _drop, *resources)
 
 
 # --- addresses ---------------------------------------------------------------------------
@@ -166,6 +178,7 @@ class Listener:
     """A listening TCP socket on a granted address."""
 
     def __init__(self, socket, pollable):
+        self._release = _owner(self, pollable, socket)
         self._socket = socket
         self._pollable = pollable
         self.address = from_wasi(socket.local_address())
@@ -206,28 +219,33 @@ class Listener:
             return Connection(client, input, output)
 
     def close(self):
-        pollable, socket = self._pollable, self._socket
         self._pollable = self._socket = None
-        _drop(pollable, socket)
+        self._release()
 
 
 class Connection:
     """A connected TCP socket with its two streams; owns all of them and drops them in order."""
 
     def __init__(self, socket, input, output):
-        self._readable = self._writable = None
         self._socket = socket
         self._input = input
         self._output = output
         self._readable = input.subscribe()
         self._writable = output.subscribe()
+        self._release = _owner(
+            self, self._readable, self._writable, input, output, socket
+        )
         try:
             self.peer = from_wasi(socket.remote_address())
             self.local = from_wasi(socket.local_address())
         except Err:
             self.peer = self.local = None  # already reset by the peer: reads will say so
-        self.reader = Reader(self)
-        self.writer = Writer(self)
+
+    def streams(self):
+        """The connection's `(reader, writer)`. They hold the connection and it holds neither:
+        with no reference cycle, a connection the program forgets is released (children
+        first) as soon as both are dropped."""
+        return Reader(self), Writer(self)
 
     @property
     def closed(self):
@@ -242,14 +260,8 @@ class Connection:
 
     def close(self):
         """Drops the streams' pollables, the streams, then the socket."""
-        resources = (self._readable, self._writable, self._input, self._output, self._socket)
         self._readable = self._writable = self._input = self._output = self._socket = None
-        _drop(*resources)
-
-    def __del__(self):
-        # Dropped without close(): still release the children before the socket.
-        if getattr(self, "_socket", None) is not None:
-            self.close()
+        self._release()
 
 
 async def connect(address):
@@ -503,12 +515,14 @@ class DatagramEndpoint:
     """A bound UDP socket with its datagram streams, not connected to one peer."""
 
     def __init__(self, socket, incoming, outgoing):
-        self._receivable = self._sendable = None
         self._socket = socket
         self._incoming = incoming
         self._outgoing = outgoing
         self._receivable = incoming.subscribe()
         self._sendable = outgoing.subscribe()
+        self._release = _owner(
+            self, self._receivable, self._sendable, incoming, outgoing, socket
+        )
         self.address = from_wasi(socket.local_address())
 
     @classmethod
@@ -571,10 +585,5 @@ class DatagramEndpoint:
                 await when_ready(self._sendable)
 
     def close(self):
-        resources = (self._receivable, self._sendable, self._incoming, self._outgoing, self._socket)
         self._receivable = self._sendable = self._incoming = self._outgoing = self._socket = None
-        _drop(*resources)
-
-    def __del__(self):
-        if getattr(self, "_socket", None) is not None:
-            self.close()
+        self._release()
