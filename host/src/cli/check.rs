@@ -9,7 +9,7 @@ use sockbox::sandbox::inspect;
 
 #[derive(Args, Debug)]
 pub(crate) struct CheckArgs {
-    /// A built-in guest or a .wasm component.
+    /// A built-in guest, a .wasm component, or a Python guest (.py).
     guest: String,
 }
 

@@ -13,7 +13,7 @@ use sockbox::{GuestSource, Policy, Sandbox};
 
 #[derive(Args, Debug)]
 pub(crate) struct LearnArgs {
-    /// A built-in guest or a .wasm component.
+    /// A built-in guest, a .wasm component, or a Python guest (.py).
     guest: String,
     /// Tell the guest to listen on ADDR (loopback only while learning; repeatable).
     #[arg(long, value_name = "ADDR")]

@@ -19,7 +19,8 @@ const GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Args, Debug)]
 pub(crate) struct RunArgs {
-    /// A built-in guest (echo, udp-echo, time, framing, chat, rcmd, proxy) or a .wasm component.
+    /// A built-in guest (echo, udp-echo, time, framing, chat, rcmd, proxy), a .wasm component,
+    /// or a Python guest (.py, built with componentize-py on first use).
     guest: String,
     /// Grant TCP listen on ADDR and tell the guest to listen there (repeatable).
     #[arg(long, value_name = "ADDR")]

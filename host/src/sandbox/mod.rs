@@ -99,7 +99,7 @@ impl GuestSource {
                 let bytes = crate::builtin::get(name).ok_or_else(|| {
                     let known: Vec<_> = crate::builtin::names().collect();
                     anyhow!(
-                        "no built-in guest named `{name}` (built-ins: {}; or give a path to a .wasm component)",
+                        "no built-in guest named `{name}` (built-ins: {}; or give a path to a .wasm component or a .py guest)",
                         known.join(", ")
                     )
                 })?;

@@ -174,7 +174,7 @@ fn parse_guest(
     let Some(component) = table.component else {
         bail!(
             "{table_at}: guest `{name}` has no component; add component = \"echo\" (a built-in) \
-             or a path to a .wasm file"
+             or a path to a .wasm or .py file"
         );
     };
     let component_at = at(component.span().start);
@@ -185,7 +185,7 @@ fn parse_guest(
                 let known: Vec<_> = crate::builtin::names().collect();
                 bail!(
                     "{component_at}: guest `{name}`: no built-in guest named {builtin:?} \
-                     (built-ins: {}; or give a path to a .wasm component)",
+                     (built-ins: {}; or give a path to a .wasm component or a .py guest)",
                     known.join(", ")
                 );
             }
