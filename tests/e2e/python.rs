@@ -465,3 +465,38 @@ fn a_python_syntax_error_fails_the_build_with_python_s_message() {
     assert!(stderr.contains("broken.py"), "{stderr}");
     assert!(!dir.join("broken.wasm").exists());
 }
+
+#[test]
+fn sockbox_up_runs_a_python_guest_beside_a_rust_one() {
+    python_guest("guests/python/echo.py"); // built (and cached) once
+    let dir = temp_dir("up");
+    let manifest = dir.join("up.toml");
+    let script = repo().join("guests/python/echo.py");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[guests.py-echo]\ncomponent = '{}'\nlisten = [\"127.0.0.1:0\"]\n\n\
+             [guests.rust-echo]\ncomponent = \"echo\"\nlisten = [\"127.0.0.1:0\"]\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let mut command = sockbox_py();
+    command.arg("up").arg(&manifest);
+    let mut up = Cli::from_command(command);
+    let first = up.ready().1;
+    let second = up.ready().1;
+    for addr in [first, second] {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.write_all(b"side by side").unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut back = Vec::new();
+        stream.read_to_end(&mut back).unwrap();
+        assert_eq!(back, b"side by side", "{addr}");
+    }
+    up.signal("TERM");
+    let (code, stderr) = up.finish();
+    assert_eq!(code, Some(0), "{stderr}");
+}
