@@ -2,6 +2,7 @@
 and every resource dropped in the order WASI requires (pollables and streams before their
 socket: dropping a socket with live children traps the whole guest)."""
 
+import asyncio
 import errno
 import ipaddress
 import weakref
@@ -88,6 +89,13 @@ def _show(address):
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _address(address):
+    """The WASI form and the shown form of a `(host, port)` tuple or a WASI address."""
+    if isinstance(address, tuple):
+        return to_wasi(address), _show(address)
+    return address, _show(from_wasi(address))
+
+
 # --- errors ------------------------------------------------------------------------------
 
 _ERRNO = {
@@ -134,6 +142,25 @@ async def _finish(socket, pollable, finish, what):
             if e.value != ErrorCode.WOULD_BLOCK:
                 raise socket_error(e, what) from None
         await when_ready(pollable)
+
+
+async def _open_socket(create, wasi_address, create_what, setup, setup_what):
+    """A new socket from `create(family)`, set up by `await setup(socket, pollable)`.
+    Returns `(socket, pollable, what setup returned)`; on any failure the pollable and the
+    socket are dropped, in that order, and the error raised as `OSError`."""
+    try:
+        socket = create(_family(wasi_address))
+    except Err as e:
+        raise socket_error(e, create_what) from None
+    pollable = socket.subscribe()
+    try:
+        return socket, pollable, await setup(socket, pollable)
+    except Err as e:
+        _drop(pollable, socket)
+        raise socket_error(e, setup_what) from None
+    except BaseException:
+        _drop(pollable, socket)
+        raise
 
 
 # --- name lookup -------------------------------------------------------------------------
@@ -185,24 +212,21 @@ class Listener:
 
     @classmethod
     async def bind(cls, address):
-        wasi_address = to_wasi(address) if isinstance(address, tuple) else address
-        shown = _show(address) if isinstance(address, tuple) else _show(from_wasi(address))
-        try:
-            socket = tcp_create_socket.create_tcp_socket(_family(wasi_address))
-        except Err as e:
-            raise socket_error(e, f"create a TCP socket for {shown}") from None
-        pollable = socket.subscribe()
-        try:
+        wasi_address, shown = _address(address)
+
+        async def setup(socket, pollable):
             socket.start_bind(_net(), wasi_address)
             await _finish(socket, pollable, socket.finish_bind, f"bind {shown}")
             socket.start_listen()
             await _finish(socket, pollable, socket.finish_listen, f"listen on {shown}")
-        except Err as e:
-            _drop(pollable, socket)
-            raise socket_error(e, f"listen on {shown}") from None
-        except BaseException:
-            _drop(pollable, socket)
-            raise
+
+        socket, pollable, _ = await _open_socket(
+            tcp_create_socket.create_tcp_socket,
+            wasi_address,
+            f"create a TCP socket for {shown}",
+            setup,
+            f"listen on {shown}",
+        )
         return cls(socket, pollable)
 
     async def accept(self):
@@ -266,24 +290,19 @@ class Connection:
 
 async def connect(address):
     """A `Connection` to `address` (an IP literal with a port). Needs a `tcp-connect` grant."""
-    wasi_address = to_wasi(address)
-    shown = _show(address)
-    try:
-        socket = tcp_create_socket.create_tcp_socket(_family(wasi_address))
-    except Err as e:
-        raise socket_error(e, f"connect to {shown}") from None
-    pollable = socket.subscribe()
-    try:
+    wasi_address, shown = _address(address)
+
+    async def setup(socket, pollable):
         socket.start_connect(_net(), wasi_address)
-        input, output = await _finish(
-            socket, pollable, socket.finish_connect, f"connect to {shown}"
-        )
-    except Err as e:
-        _drop(pollable, socket)
-        raise socket_error(e, f"connect to {shown}") from None
-    except BaseException:
-        _drop(pollable, socket)
-        raise
+        return await _finish(socket, pollable, socket.finish_connect, f"connect to {shown}")
+
+    socket, pollable, (input, output) = await _open_socket(
+        tcp_create_socket.create_tcp_socket,
+        wasi_address,
+        f"connect to {shown}",
+        setup,
+        f"connect to {shown}",
+    )
     _drop(pollable)
     return Connection(socket, input, output)
 
@@ -369,8 +388,6 @@ class Reader:
 
     async def readexactly(self, n):
         """Exactly `n` bytes; `asyncio.IncompleteReadError` if the stream ends first."""
-        import asyncio
-
         while len(self._buffer) < n:
             if not await self._fill():
                 partial = self._take(len(self._buffer))
@@ -380,8 +397,6 @@ class Reader:
     async def readuntil(self, separator=b"\n"):
         """Bytes up to and including `separator`. `asyncio.IncompleteReadError` at EOF,
         `asyncio.LimitOverrunError` past the reader's limit."""
-        import asyncio
-
         start = 0
         while True:
             found = self._buffer.find(separator, start)
@@ -399,8 +414,6 @@ class Reader:
 
     async def readline(self):
         """One line with its `\\n`; the last partial line at EOF; `b''` after it."""
-        import asyncio
-
         try:
             return await self.readuntil(b"\n")
         except asyncio.IncompleteReadError as e:
@@ -458,7 +471,7 @@ class Writer:
                 room = output.check_write()
                 if room == 0:
                     return
-                chunk = bytes(self._buffer[:room]) if room < len(self._buffer) else bytes(self._buffer)
+                chunk = bytes(self._buffer[:room])
                 output.write(chunk)
                 del self._buffer[: len(chunk)]
             output.flush()
@@ -527,23 +540,20 @@ class DatagramEndpoint:
 
     @classmethod
     async def bind(cls, address):
-        wasi_address = to_wasi(address) if isinstance(address, tuple) else address
-        shown = _show(address) if isinstance(address, tuple) else _show(from_wasi(address))
-        try:
-            socket = udp_create_socket.create_udp_socket(_family(wasi_address))
-        except Err as e:
-            raise socket_error(e, f"create a UDP socket for {shown}") from None
-        pollable = socket.subscribe()
-        try:
+        wasi_address, shown = _address(address)
+
+        async def setup(socket, pollable):
             socket.start_bind(_net(), wasi_address)
             await _finish(socket, pollable, socket.finish_bind, f"bind UDP {shown}")
-            incoming, outgoing = socket.stream(None)
-        except Err as e:
-            _drop(pollable, socket)
-            raise socket_error(e, f"bind UDP {shown}") from None
-        except BaseException:
-            _drop(pollable, socket)
-            raise
+            return socket.stream(None)
+
+        socket, pollable, (incoming, outgoing) = await _open_socket(
+            udp_create_socket.create_udp_socket,
+            wasi_address,
+            f"create a UDP socket for {shown}",
+            setup,
+            f"bind UDP {shown}",
+        )
         _drop(pollable)
         return cls(socket, incoming, outgoing)
 
