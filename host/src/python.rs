@@ -113,7 +113,7 @@ pub fn component(script: &Path, cache_dir: Option<&Path>) -> Result<Vec<u8>> {
     let bytes = build(&tool, &module, &dir, &scratch)
         .with_context(|| format!("building the Python guest {}", script.display()))?;
     if let Some(path) = &cached
-        && let Err(err) = store(path, &bytes)
+        && let Err(err) = crate::sandbox::write_aside(path, &[&bytes])
     {
         tracing::warn!(
             "cannot keep the built component in {}: {err:#}",
@@ -231,8 +231,7 @@ fn source_key(version: &str, module: &str, dir: &Path) -> Result<String> {
         let bytes = fs::read(&path).with_context(|| format!("read {}", path.display()))?;
         feed(&relative, &bytes);
     }
-    let digest = hasher.finalize();
-    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::sandbox::hex(&hasher.finalize()))
 }
 
 fn python_files(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
@@ -316,16 +315,6 @@ fn write(path: &Path, text: &str) -> Result<()> {
         fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
     }
     fs::write(path, text).with_context(|| format!("write {}", path.display()))
-}
-
-/// Writes `bytes` to `path` through a temporary name, so a reader never sees half a file.
-fn store(path: &Path, bytes: &[u8]) -> Result<()> {
-    let parent = path.parent().context("cache path has a parent")?;
-    fs::create_dir_all(parent)?;
-    let temp = parent.join(format!(".{}.tmp", std::process::id()));
-    fs::write(&temp, bytes)?;
-    fs::rename(&temp, path)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -36,11 +36,7 @@ pub(crate) fn build(args: BuildArgs) -> Result<u8, Failure> {
     } else {
         CompileCache::user_default()
     };
-    let cache_dir = match &cache {
-        CompileCache::Dir(dir) => Some(dir.as_path()),
-        CompileCache::Off => None,
-    };
-    let bytes = python::component(&args.script, cache_dir).map_err(Failure::usage)?;
+    let bytes = python::component(&args.script, cache.dir()).map_err(Failure::usage)?;
     let output = args.output.unwrap_or_else(|| {
         let stem = args.script.file_stem().unwrap_or_default();
         PathBuf::from(stem).with_extension("wasm")

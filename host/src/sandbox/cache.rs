@@ -31,6 +31,14 @@ pub enum CompileCache {
 }
 
 impl CompileCache {
+    /// The cache's directory, if it is on.
+    pub fn dir(&self) -> Option<&Path> {
+        match self {
+            CompileCache::Dir(dir) => Some(dir),
+            CompileCache::Off => None,
+        }
+    }
+
     /// `SOCKBOX_CACHE_DIR` if set, else `sockbox` in the user's cache directory
     /// (`$XDG_CACHE_HOME`, `~/.cache`...); off if there is neither.
     pub fn user_default() -> CompileCache {
@@ -119,14 +127,19 @@ fn verified_artifact(file: &[u8]) -> Result<&[u8]> {
 
 fn store(path: &Path, component: &Component) -> Result<()> {
     let artifact = component.serialize().map_err(anyhow::Error::from)?;
-    let dir = path.parent().expect("entry paths have a parent");
+    write_aside(path, &[MAGIC, &Sha256::digest(&artifact), &artifact])
+}
+
+/// Writes `parts` to `path` through a file beside it, renamed into place, so a reader never
+/// sees half a cache entry.
+pub(crate) fn write_aside(path: &Path, parts: &[&[u8]]) -> Result<()> {
+    let dir = path.parent().expect("cache paths have a parent");
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // Written aside and renamed, so a reader never sees half an entry.
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut file = fs::File::create(&tmp)?;
-    file.write_all(MAGIC)?;
-    file.write_all(&Sha256::digest(&artifact))?;
-    file.write_all(&artifact)?;
+    for part in parts {
+        file.write_all(part)?;
+    }
     file.sync_all()?;
     drop(file);
     fs::rename(&tmp, path).inspect_err(|_| {
@@ -135,7 +148,7 @@ fn store(path: &Path, component: &Component) -> Result<()> {
     Ok(())
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

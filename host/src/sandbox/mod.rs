@@ -37,6 +37,7 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 use crate::audit::{AuditEvent, AuditLog};
 use crate::policy::{Gate, Policy};
 pub use cache::CompileCache;
+pub(crate) use cache::{hex, write_aside};
 pub use inspect::{Inspection, inspect};
 pub use limits::{
     DEFAULT_MAX_BUSY, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MEMORY, DEFAULT_MAX_SOCKETS, FdBudget,
@@ -107,11 +108,7 @@ impl GuestSource {
                 engine::component(&format!("builtin:{name}"), bytes, cache, &describe)
             }
             GuestSource::File(path) if crate::python::is_python(path) => {
-                let cache_dir = match cache {
-                    CompileCache::Dir(dir) => Some(dir.as_path()),
-                    CompileCache::Off => None,
-                };
-                let bytes = crate::python::component(path, cache_dir)?;
+                let bytes = crate::python::component(path, cache.dir())?;
                 let key = format!("python:{}:{}", path.display(), digest(&bytes));
                 engine::component(&key, &bytes, cache, &path.display().to_string())
             }
