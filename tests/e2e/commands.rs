@@ -5,15 +5,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use crate::support::{
-    Cli, PATIENCE, SNEAKY_WAT, component_file, policy, sockbox, start, stop_clean, tcp,
+    Cli, PATIENCE, SNEAKY_WAT, component_file, policy, sockbox, start, stop_clean, tcp, temp_dir,
 };
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sockbox-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 #[test]
 fn check_reports_world_and_possible_uses() {

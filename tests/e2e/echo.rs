@@ -40,8 +40,13 @@ async fn one_mebibyte_round_trip() {
 #[tokio::test]
 async fn hundred_concurrent_clients() {
     let (guest, sockets) = start("echo", policy(&["127.0.0.1:0"], &[], &[]), &[]).await;
-    let addr = tcp(&sockets);
-    // All connected before any finishes: the guest must serve them at once, not in turn.
+    hundred_clients_at_once(tcp(&sockets)).await;
+    stop_clean(guest).await;
+}
+
+/// A hundred clients, all connected before any finishes, each echoed its own 1 KiB: the
+/// guest must serve them at once, not in turn.
+pub(crate) async fn hundred_clients_at_once(addr: std::net::SocketAddr) {
     let mut streams = Vec::new();
     for _ in 0..100 {
         streams.push(TcpStream::connect(addr).await.expect("connect"));
@@ -61,7 +66,6 @@ async fn hundred_concurrent_clients() {
             .expect("in time")
             .unwrap();
     }
-    stop_clean(guest).await;
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::{
-    Cli, PATIENCE, compile_cache_dir, policy, sockbox_command, stop_clean, tcp, udp,
+    Cli, PATIENCE, compile_cache_dir, policy, sockbox_command, stop_clean, tcp, temp_dir, udp,
 };
 
 /// The virtual environment with the pinned componentize-py; made once, shared by all runs.
@@ -143,27 +143,7 @@ async fn echo_returns_a_mebibyte_and_closes_after_half_close() {
 async fn echo_serves_a_hundred_clients_at_once() {
     let (guest, sockets) =
         start_py("guests/python/echo.py", policy(&["127.0.0.1:0"], &[], &[])).await;
-    let addr = tcp(&sockets);
-    // All connected before any finishes: one slow handler must not hold up the others.
-    let mut streams = Vec::new();
-    for _ in 0..100 {
-        streams.push(TcpStream::connect(addr).await.expect("connect"));
-    }
-    let clients = streams.into_iter().enumerate().map(|(i, mut stream)| {
-        tokio::spawn(async move {
-            let msg = format!("client {i} says hello\n").repeat(50);
-            stream.write_all(msg.as_bytes()).await.unwrap();
-            let mut back = vec![0; msg.len()];
-            stream.read_exact(&mut back).await.unwrap();
-            assert_eq!(back, msg.as_bytes(), "client {i}");
-        })
-    });
-    for client in clients {
-        tokio::time::timeout(PATIENCE, client)
-            .await
-            .expect("in time")
-            .unwrap();
-    }
+    crate::echo::hundred_clients_at_once(tcp(&sockets)).await;
     stop_clean(guest).await;
 }
 
@@ -238,21 +218,19 @@ async fn time_server_speaks_the_time_protocol_on_both_transports() {
         Utc::now().format("year %Y").to_string()
     );
 
-    let mut stream = TcpStream::connect(tcp(&sockets)).await.unwrap();
-    let mut line = String::new();
-    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut line))
-        .await
-        .expect("the guest closes after the line")
-        .unwrap();
-    let time = line.strip_suffix('\n').expect("ends with a newline");
-    crate::time::assert_close_to_now(time);
+    crate::time::assert_tcp_tells_the_time(tcp(&sockets)).await;
     stop_clean(guest).await;
 }
 
 /// Asks the dial test guest to connect to `to`; returns its one-line answer.
 async fn dial(client: &mut BufReader<TcpStream>, to: std::net::SocketAddr) -> String {
-    let ask = format!("{} {}\n", to.ip(), to.port());
-    client.get_mut().write_all(ask.as_bytes()).await.unwrap();
+    request(client, &format!("{} {}", to.ip(), to.port())).await
+}
+
+/// Sends `line` and returns the one-line answer.
+async fn request(client: &mut BufReader<TcpStream>, line: &str) -> String {
+    let line = format!("{line}\n");
+    client.get_mut().write_all(line.as_bytes()).await.unwrap();
     let mut answer = String::new();
     tokio::time::timeout(PATIENCE, client.read_line(&mut answer))
         .await
@@ -292,14 +270,8 @@ async fn a_denied_connect_is_a_permission_error_in_python_and_audited() {
     assert_eq!(dial(&mut client, to_granted).await, "ok upstream here\n");
     // A connection the guest forgets without closing is released children-first: the
     // instance does not trap ("resource has children") and goes on serving.
-    let forget = format!("forget {} {}\n", to_granted.ip(), to_granted.port());
-    client.get_mut().write_all(forget.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    tokio::time::timeout(PATIENCE, client.read_line(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(answer, "forgot\n");
+    let forget = format!("forget {} {}", to_granted.ip(), to_granted.port());
+    assert_eq!(request(&mut client, &forget).await, "forgot\n");
     assert_eq!(dial(&mut client, to_granted).await, "ok upstream here\n");
     let reached = tokio::time::timeout(std::time::Duration::from_millis(200), decoy.accept()).await;
     assert!(reached.is_err(), "the decoy was never connected to");
@@ -338,17 +310,9 @@ fn sockbox_run_builds_and_serves_a_py_file() {
     assert_eq!(code, Some(0), "{stderr}");
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("py-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[tokio::test]
 async fn new_python_scaffolds_a_guest_that_serves() {
-    let dir = temp_dir("new").join("greeter");
+    let dir = temp_dir("py-new").join("greeter");
     let out = sockbox_command()
         .args(["new", "greeter", "--lang", "python", "--dir"])
         .arg(&dir)
@@ -405,7 +369,7 @@ async fn new_python_scaffolds_a_guest_that_serves() {
 
 #[test]
 fn new_python_refuses_names_that_would_not_import() {
-    let dir = temp_dir("new-bad");
+    let dir = temp_dir("py-new-bad");
     for (name, says) in [
         ("time", "hide Python's own `time`"),
         ("my-guest", "not a good Python module name"),
@@ -424,7 +388,7 @@ fn new_python_refuses_names_that_would_not_import() {
 
 #[test]
 fn a_py_guest_without_componentize_py_says_how_to_install_it() {
-    let dir = temp_dir("no-tool");
+    let dir = temp_dir("py-no-tool");
     let script = dir.join("app.py");
     std::fs::write(&script, "raise SystemExit(0)\n").unwrap();
     let out = sockbox_command()
@@ -445,7 +409,7 @@ fn a_py_guest_without_componentize_py_says_how_to_install_it() {
 
 #[test]
 fn a_python_syntax_error_fails_the_build_with_python_s_message() {
-    let dir = temp_dir("syntax");
+    let dir = temp_dir("py-syntax");
     let script = dir.join("broken.py");
     std::fs::write(
         &script,
@@ -469,7 +433,7 @@ fn a_python_syntax_error_fails_the_build_with_python_s_message() {
 #[test]
 fn sockbox_up_runs_a_python_guest_beside_a_rust_one() {
     python_guest("guests/python/echo.py"); // built (and cached) once
-    let dir = temp_dir("up");
+    let dir = temp_dir("py-up");
     let manifest = dir.join("up.toml");
     let script = repo().join("guests/python/echo.py");
     std::fs::write(

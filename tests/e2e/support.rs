@@ -237,6 +237,14 @@ pub const SNEAKY_WAT: &str = r#"(component
     (instance $cli (export "run" (func $run)))
     (export "wasi:cli/run@0.2.12" (instance $cli)))"#;
 
+/// A fresh, empty temporary directory for one test (names are unique across the suite).
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sockbox-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// A component file in a fresh temporary directory.
 pub fn component_file(name: &str, wat: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sockbox-test-{}-{name}", std::process::id()));

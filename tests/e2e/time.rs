@@ -34,7 +34,13 @@ pub(crate) fn assert_close_to_now(time: &str) {
 #[tokio::test]
 async fn tcp_sends_one_rfc3339_line_and_closes() {
     let (guest, sockets) = start("time", policy(&["127.0.0.1:0"], &[], &[]), &[]).await;
-    let mut stream = TcpStream::connect(tcp(&sockets)).await.unwrap();
+    assert_tcp_tells_the_time(tcp(&sockets)).await;
+    stop_clean(guest).await;
+}
+
+/// Connects to a time server's TCP side: one RFC 3339 line close to now, then the close.
+pub(crate) async fn assert_tcp_tells_the_time(server: SocketAddr) {
+    let mut stream = TcpStream::connect(server).await.unwrap();
     let mut line = String::new();
     tokio::time::timeout(PATIENCE, stream.read_to_string(&mut line))
         .await
@@ -43,7 +49,6 @@ async fn tcp_sends_one_rfc3339_line_and_closes() {
     let time = line.strip_suffix('\n').expect("ends with a newline");
     assert!(!time.contains('\n'), "one line: {line:?}");
     assert_close_to_now(time);
-    stop_clean(guest).await;
 }
 
 #[tokio::test]
@@ -69,13 +74,7 @@ async fn udp_formats_the_time_as_asked() {
         ask(server, "year %Y").await,
         Utc::now().format("year %Y").to_string()
     );
-    let mut line = String::new();
-    let mut stream = TcpStream::connect(tcp(&sockets)).await.unwrap();
-    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut line))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_close_to_now(line.trim_end());
+    assert_tcp_tells_the_time(tcp(&sockets)).await;
     stop_clean(guest).await;
 }
 
