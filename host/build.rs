@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The guests `sockbox run <name>` knows by name (CONTRACT.md), embedded in the binary.
+/// The guests `sockbox run <name>` knows by name (docs/contract.md), embedded in the binary.
 const BUILTIN: &[&str] = &[
     "echo", "udp-echo", "time", "framing", "chat", "rcmd", "proxy",
 ];

@@ -1,4 +1,4 @@
-//! The `sockbox` command line; see `sockbox --help` and CONTRACT.md.
+//! The `sockbox` command line; see `sockbox --help` and docs/contract.md.
 
 use std::process::ExitCode;
 

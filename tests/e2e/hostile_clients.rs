@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 
 use crate::support::{PATIENCE, policy, read_frame, start, stop_clean, tcp, write_frame};
 
-/// The error frame of CONTRACT.md: `u32` length, then `ERR frame too large`.
+/// The error frame of docs/contract.md: `u32` length, then `ERR frame too large`.
 const TOO_LARGE: &[u8] = b"\x00\x00\x00\x13ERR frame too large";
 
 /// What chat tells a client it drops for falling behind.

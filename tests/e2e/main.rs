@@ -11,6 +11,7 @@ mod chat;
 mod ci_example;
 mod cli;
 mod commands;
+mod contract;
 mod echo;
 mod escape;
 mod framing;

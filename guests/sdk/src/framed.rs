@@ -1,7 +1,7 @@
 //! Length-prefixed frames over a TCP connection: the socket edge of [`crate::wire::FrameDecoder`].
 //!
 //! The built-in framed protocols (framing, rcmd) are request/response: every frame gets one
-//! frame back, and an oversized header gets the error frame of CONTRACT.md before the
+//! frame back, and an oversized header gets the error frame of docs/contract.md before the
 //! connection closes. [`FramedStream::answer_each`] is that whole loop, so a guest only says
 //! how to answer one payload; [`FramedStream::echo_each`] is the loop of a guest whose answer
 //! is the request itself, relayed without taking it apart.
