@@ -548,12 +548,7 @@ mod tests {
         let channel = Channel::new(Fd::Stderr, "guest `t`".into(), "stderr");
         // Not scheduled on a real writer: mark it scheduled so push only queues.
         channel.lock().scheduled = true;
-        let line = Bytes::from(
-            vec![b'x'; 1023]
-                .into_iter()
-                .chain([b'\n'])
-                .collect::<Vec<_>>(),
-        );
+        let line = Bytes::from(format!("{}\n", "x".repeat(1023)));
         for _ in 0..(BUFFER_BOUND / 1024 + 10) {
             channel.push(line.clone());
         }
