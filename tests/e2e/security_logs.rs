@@ -260,6 +260,7 @@ fn a_stderr_nobody_reads_does_not_stall_the_guest() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{notice}"));
     assert!(dropped > 0, "{notice}");
+    eprintln!("figures: 40 clients answered with stderr unread; {notice}");
     cli.child.kill().ok();
 }
 
@@ -379,6 +380,12 @@ fn a_flood_of_denials_is_rate_limited_and_summarised() {
         }
     }
     assert!(suppressed > 0, "no summary in the audit log:\n{text}");
+    eprintln!(
+        "figures: {SENT} datagrams sent, {logged} denials logged, {suppressed} suppressed; \
+         audit {} bytes, stderr {} bytes",
+        text.len(),
+        stderr.len()
+    );
     assert!(logged as u64 + suppressed <= SENT as u64);
     assert!(text.len() < 100_000, "audit log of {} bytes", text.len());
     assert!(stderr.len() < 100_000, "stderr of {} bytes", stderr.len());

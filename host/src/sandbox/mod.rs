@@ -752,7 +752,8 @@ impl RunningGuest {
         self.shared.events.subscribe()
     }
 
-    /// The decisions made so far (the most recent 10 000).
+    /// The decisions made so far (the most recent 10 000, and at most about 4 MiB of them;
+    /// denials past 100 a second are counted in a `denials-suppressed` event instead).
     pub fn decisions(&self) -> Vec<AuditEvent> {
         self.shared
             .decisions

@@ -226,14 +226,13 @@ impl Channel {
                 }
                 q.chunks.drain(..).collect()
             };
-            let mut written = 0;
-            let mut last = b'\n';
-            for chunk in &batch {
-                // A descriptor that fails (closed pipe) loses the output, as a plain write would.
-                let _ = fd.write_all(chunk);
-                written += chunk.len();
-                last = chunk.last().copied().unwrap_or(last);
-            }
+            // One write for the batch: a guest printing many small pieces costs one syscall
+            // per wake-up, not one per piece.
+            let joined = batch.concat();
+            let written = joined.len();
+            let last = joined.last().copied().unwrap_or(b'\n');
+            // A descriptor that fails (closed pipe) loses the output, as a plain write would.
+            let _ = fd.write_all(&joined);
             let mut q = self.lock();
             q.bytes -= written;
             q.at_line_start = last == b'\n';
