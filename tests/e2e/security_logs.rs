@@ -396,3 +396,34 @@ fn a_flood_of_denials_is_rate_limited_and_summarised() {
         "{stderr}"
     );
 }
+
+/// Item 12 (logging): `--audit-max-size` bounds the audit log; past it the file is rotated to
+/// `FILE.1` and begun afresh, whole lines only.
+#[test]
+fn the_audit_log_rotates_at_its_bound() {
+    let dir = temp_dir("logs-rotate");
+    let audit = dir.join("audit.jsonl");
+    let mut args = vec![
+        "run".to_string(),
+        hostile(),
+        "--audit".into(),
+        audit.display().to_string(),
+        "--audit-max-size".into(),
+        "1KiB".into(),
+        "--".into(),
+    ];
+    args.extend((0..30).map(|i| format!("dns:name{i}.test")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, _, stderr) = sockbox(&args);
+    assert_eq!(code, Some(0), "{stderr}");
+    let now = std::fs::read_to_string(&audit).unwrap();
+    let before = std::fs::read_to_string(dir.join("audit.jsonl.1")).unwrap();
+    assert!(now.len() <= 1024 && before.len() <= 1024, "{now}\n{before}");
+    for line in before.lines().chain(now.lines()) {
+        serde_json::from_str::<serde_json::Value>(line).unwrap();
+    }
+    assert!(
+        now.contains("name29.test"),
+        "the newest line is kept: {now}"
+    );
+}
