@@ -8,7 +8,7 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
@@ -54,9 +54,9 @@ impl AuditEvent {
     ) -> AuditEvent {
         AuditEvent {
             ts: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-            guest: guest.into(),
+            guest: log_text(&guest.into()),
             use_: use_.to_string(),
-            addr: addr.to_string(),
+            addr: log_text(&addr.to_string()),
             decision: if allowed {
                 Decision::Allow
             } else {
@@ -84,9 +84,9 @@ impl AuditEvent {
     ) -> AuditEvent {
         AuditEvent {
             ts: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-            guest: guest.into(),
+            guest: log_text(&guest.into()),
             use_: use_.to_string(),
-            addr: addr.to_string(),
+            addr: log_text(&addr.to_string()),
             decision: Decision::Deny,
             rule,
             grant_target: None,
@@ -110,6 +110,31 @@ impl AuditEvent {
 
 /// How the `rule` of a refusal by a limit begins.
 pub const LIMIT_PREFIX: &str = "limit: ";
+
+/// Longest text (in bytes, after escaping) a guest-controlled string keeps in a log line.
+pub const LOG_TEXT_MAX: usize = 256;
+
+/// A guest-controlled string as every log shows it (stderr lines, tracing, the audit log,
+/// the decision list): no raw newlines, terminal escapes, control or invisible format
+/// characters (each is written as its Rust escape, `\n`, `\u{1b}`, and `\` as `\\`), and
+/// at most [`LOG_TEXT_MAX`] bytes, cut at a character with `…` appended.
+pub fn log_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(LOG_TEXT_MAX) + 3);
+    for c in text.chars() {
+        let start = out.len();
+        match c {
+            // Printable, and harmless inside the audit line's JSON string and stderr.
+            '"' | '\'' => out.push(c),
+            c => out.extend(c.escape_debug()),
+        }
+        if out.len() > LOG_TEXT_MAX {
+            out.truncate(start);
+            out.push('…');
+            break;
+        }
+    }
+    out
+}
 
 /// The one stderr line for a denial: the use, the address and the grant that would allow it.
 pub fn denial_message(ev: &AuditEvent) -> String {
@@ -179,34 +204,160 @@ pub fn denial_message(ev: &AuditEvent) -> String {
     )
 }
 
-/// An append-only JSONL file of audit events, shared by every guest of a run.
+/// Size at which an audit log is rotated unless told otherwise (see [`AuditLog::open_bounded`]).
+pub const DEFAULT_AUDIT_MAX_SIZE: u64 = 64 * 1024 * 1024;
+
+/// An append-only JSONL file of audit events, shared by every guest of a run. It is bounded:
+/// a line that would take it past its size bound first renames it to `FILE.1` (replacing the
+/// previous one) and starts a fresh `FILE`, so the log never holds more than twice the bound.
 #[derive(Debug)]
 pub struct AuditLog {
     // One `write_all` per line on an O_APPEND file: lines from concurrent writers (even other
     // processes) do not interleave, and nothing is lost in a buffer if the host is killed.
-    file: Mutex<File>,
+    file: Mutex<Appender>,
+    path: PathBuf,
+    max_size: u64,
+}
+
+#[derive(Debug)]
+struct Appender {
+    file: File,
+    /// Bytes in the current file as far as this process knows (others may append too).
+    size: u64,
 }
 
 impl AuditLog {
+    /// Opens (appending) with the default bound, [`DEFAULT_AUDIT_MAX_SIZE`].
     pub fn open(path: impl AsRef<Path>) -> Result<AuditLog> {
+        AuditLog::open_bounded(path, DEFAULT_AUDIT_MAX_SIZE)
+    }
+
+    /// Opens (appending); past `max_size` bytes the file is rotated to `FILE.1`.
+    pub fn open_bounded(path: impl AsRef<Path>, max_size: u64) -> Result<AuditLog> {
         let path = path.as_ref();
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open audit log {}", path.display()))?;
+        anyhow::ensure!(max_size > 0, "the audit log's size bound must be above 0");
+        let file = append(path)?;
+        let size = file.metadata().map_or(0, |m| m.len());
         Ok(AuditLog {
-            file: Mutex::new(file),
+            file: Mutex::new(Appender { file, size }),
+            path: path.to_path_buf(),
+            max_size,
         })
     }
 
     pub fn write(&self, ev: &AuditEvent) -> io::Result<()> {
         let mut line = ev.to_json_line();
         line.push('\n');
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.write_all(line.as_bytes())?;
-        file.flush()
+        let mut out = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if out.size > 0 && out.size + line.len() as u64 > self.max_size {
+            self.rotate(&mut out)?;
+        }
+        out.file.write_all(line.as_bytes())?;
+        out.size += line.len() as u64;
+        out.file.flush()
     }
+
+    fn rotate(&self, out: &mut Appender) -> io::Result<()> {
+        let mut old = self.path.clone().into_os_string();
+        old.push(".1");
+        std::fs::rename(&self.path, &old)?;
+        out.file = append(&self.path).map_err(io::Error::other)?;
+        out.size = 0;
+        Ok(())
+    }
+}
+
+fn append(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open audit log {}", path.display()))
+}
+
+/// How many denials per guest are printed and audited each second; the rest are counted.
+pub const DENIALS_PER_SECOND: u32 = 100;
+
+/// A token bucket for one guest's denials: [`DENIALS_PER_SECOND`] a second, as a burst or
+/// spread; what it refuses is counted for a summary.
+#[derive(Debug)]
+pub struct DenialBudget {
+    tokens: f64,
+    last: std::time::Instant,
+    /// Denials not logged since the last summary, and when the first of them was.
+    suppressed: u64,
+    since: Option<std::time::Instant>,
+}
+
+impl Default for DenialBudget {
+    fn default() -> Self {
+        DenialBudget {
+            tokens: f64::from(DENIALS_PER_SECOND),
+            last: std::time::Instant::now(),
+            suppressed: 0,
+            since: None,
+        }
+    }
+}
+
+impl DenialBudget {
+    /// Whether this denial is logged; if not, it is counted.
+    pub fn take(&mut self, now: std::time::Instant) -> bool {
+        let rate = f64::from(DENIALS_PER_SECOND);
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.suppressed += 1;
+            self.since.get_or_insert(now);
+            false
+        }
+    }
+
+    /// The count to report, once a second at most: denials suppressed since the last summary
+    /// and how long that was.
+    pub fn summary_due(&mut self, now: std::time::Instant) -> Option<(u64, std::time::Duration)> {
+        let since = self.since?;
+        if now.saturating_duration_since(since) < std::time::Duration::from_secs(1) {
+            return None;
+        }
+        self.summary(now)
+    }
+
+    /// The count to report now, whatever the time (the guest is ending).
+    pub fn summary(&mut self, now: std::time::Instant) -> Option<(u64, std::time::Duration)> {
+        let since = self.since.take()?;
+        let count = std::mem::take(&mut self.suppressed);
+        Some((count, now.saturating_duration_since(since)))
+    }
+}
+
+/// The `use` of the audit event that reports denials not logged one by one.
+pub const SUPPRESSED_USE: &str = "denials-suppressed";
+
+/// The audit event for `count` denials that went unlogged: `use` is
+/// `denials-suppressed`, `addr` the count, `rule` the rate limit.
+pub fn suppressed_event(guest: &str, count: u64) -> AuditEvent {
+    AuditEvent::refused(
+        guest,
+        SUPPRESSED_USE,
+        count,
+        Some(format!(
+            "rate-limit: {DENIALS_PER_SECOND} denials a second per guest"
+        )),
+    )
+}
+
+/// The stderr line for the same.
+pub fn suppressed_message(guest: &str, count: u64, over: std::time::Duration) -> String {
+    format!(
+        "sockbox: {count} more denials (guest {guest:?}) in the last {:.1} s were not printed or \
+         audited one by one (at most {DENIALS_PER_SECOND} a second per guest)",
+        over.as_secs_f64()
+    )
 }
 
 #[cfg(test)]
@@ -402,6 +553,59 @@ mod tests {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             assert!(v["decision"] == "allow" || v["decision"] == "deny");
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn guest_text_is_escaped_and_cut_in_one_place() {
+        assert_eq!(log_text("db.test"), "db.test");
+        assert_eq!(
+            log_text("a\nb\r\u{1b}[31m\\\u{202e}\"q\""),
+            "a\\nb\\r\\u{1b}[31m\\\\\\u{202e}\"q\""
+        );
+        let long = log_text(&"é".repeat(1000));
+        assert!(
+            long.len() <= LOG_TEXT_MAX + '…'.len_utf8(),
+            "{}",
+            long.len()
+        );
+        assert!(long.ends_with('…'));
+        let escapes = log_text(&"\n".repeat(1000));
+        assert!(
+            escapes.len() <= LOG_TEXT_MAX + 3 && escapes.ends_with("\\n…"),
+            "{escapes}"
+        );
+        let event = AuditEvent::new("g", Use::Dns, "x\ny", false, None);
+        assert_eq!(event.addr, "x\\ny");
+        assert!(!denial_message(&event).contains('\n'));
+    }
+
+    #[test]
+    fn the_log_rotates_at_its_size_bound() {
+        let dir = std::env::temp_dir().join(format!("sockbox-audit-rotate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.jsonl");
+        let old = dir.join("audit.jsonl.1");
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(&old);
+        let log = AuditLog::open_bounded(&path, 1000).unwrap();
+        for port in 0..100 {
+            let addr = format!("10.0.0.5:{port}");
+            log.write(&event(Use::TcpConnect, &addr, false, None))
+                .unwrap();
+        }
+        let now = std::fs::read_to_string(&path).unwrap();
+        let before = std::fs::read_to_string(&old).unwrap();
+        assert!(now.len() <= 1000 && before.len() <= 1000);
+        // The newest lines are kept, whole, in order.
+        assert!(
+            now.ends_with("10.0.0.5:99\",\"decision\":\"deny\",\"rule\":null}\n"),
+            "{now}"
+        );
+        for line in before.lines().chain(now.lines()) {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+        assert!(AuditLog::open_bounded(&path, 0).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

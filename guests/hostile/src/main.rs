@@ -17,6 +17,7 @@
 //! `trap` (wasm `unreachable`) `exit:N` (exit with status N) `spin` (compute forever without
 //! calling the host) `hold` (sleep forever in a host call): what a supervisor must survive.
 
+mod logs;
 mod wasi;
 
 use std::io::Write;
@@ -69,6 +70,7 @@ fn try_attempt(attempt: &str) -> Result<String, String> {
         ),
         "spin" => spin(),
         "hold" => hold(),
+        "print" | "serve-echo" | "noisy-echo" | "debug-string" => logs::try_attempt(kind, target),
         _ => Err(format!("unknown attempt {attempt:?}")),
     }
 }

@@ -107,6 +107,8 @@ pub fn main() -> ExitCode {
     });
     // Guests blocked in host calls must not keep the process alive once we decided to exit.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    // Guests' output and denial lines are written by their own threads: let them finish.
+    sockbox::sandbox::drain_output(std::time::Duration::from_secs(2));
     match result {
         Ok(status) => ExitCode::from(status),
         Err(Failure { status, error }) => {

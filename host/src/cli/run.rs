@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::Failure;
-use sockbox::audit::AuditLog;
+use sockbox::audit::{AuditLog, DEFAULT_AUDIT_MAX_SIZE};
 use sockbox::policy::Limits;
 use sockbox::{
     CompileCache, GuestExit, GuestSource, Policy, RunningGuest, Sandbox, SandboxBuilder,
@@ -38,6 +38,10 @@ pub(crate) struct RunArgs {
     /// Append every capability decision to FILE as one JSON object per line.
     #[arg(long, value_name = "FILE")]
     audit: Option<PathBuf>,
+    /// Past SIZE bytes the audit log is renamed to FILE.1 (replacing it) and begun afresh
+    /// [default: 64MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "audit")]
+    audit_max_size: Option<u64>,
     /// Exit with status 3 if any operation was denied during the run.
     #[arg(long)]
     fail_on_denial: bool,
@@ -79,7 +83,8 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
         .sharing_process_with(args.instances)
         .print_denials(true);
     if let Some(path) = &args.audit {
-        let log = AuditLog::open(path)
+        let max = args.audit_max_size.unwrap_or(DEFAULT_AUDIT_MAX_SIZE);
+        let log = AuditLog::open_bounded(path, max)
             .with_context(|| format!("cannot open the audit log {}", path.display()))
             .map_err(Failure::usage)?;
         builder = builder.audit_log(log);
@@ -156,6 +161,8 @@ fn parse_instances(text: &str) -> Result<usize, String> {
 
 /// The contract's exit status for how the guest ended, saying why on stderr when not 0.
 pub(crate) fn exit_status(guest: &RunningGuest, exit: GuestExit, fail_on_denial: bool) -> u8 {
+    // The denial lines before the verdict on them.
+    sockbox::sandbox::drain_output(Duration::from_secs(2));
     let denials = guest.denials();
     match exit {
         GuestExit::Clean if fail_on_denial && denials > 0 => {
@@ -211,7 +218,7 @@ impl LimitArgs {
     }
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     sockbox::policy::parse_size(text).map_err(|e| format!("{e:#}"))
 }
 

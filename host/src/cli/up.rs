@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::Failure;
 use super::run::{StopSignals, compile_cache};
-use sockbox::audit::AuditLog;
+use sockbox::audit::{AuditLog, DEFAULT_AUDIT_MAX_SIZE};
 use sockbox::supervise::{Event, Manifest, Supervisor};
 
 #[derive(Args, Debug)]
@@ -22,6 +22,10 @@ pub(crate) struct UpArgs {
     /// Append every guest's capability decisions to FILE as one JSON object per line.
     #[arg(long, value_name = "FILE")]
     audit: Option<PathBuf>,
+    /// Past SIZE bytes the audit log is renamed to FILE.1 (replacing it) and begun afresh
+    /// [default: 64MiB].
+    #[arg(long, value_name = "SIZE", value_parser = super::run::parse_size, requires = "audit")]
+    audit_max_size: Option<u64>,
     /// Do not read or write the on-disk cache of compiled components.
     #[arg(long)]
     no_cache: bool,
@@ -41,7 +45,8 @@ pub(crate) async fn up(args: UpArgs) -> Result<u8, Failure> {
         return Ok(0);
     }
     if let Some(path) = &args.audit {
-        let log = AuditLog::open(path)
+        let max = args.audit_max_size.unwrap_or(DEFAULT_AUDIT_MAX_SIZE);
+        let log = AuditLog::open_bounded(path, max)
             .with_context(|| format!("cannot open the audit log {}", path.display()))
             .map_err(Failure::usage)?;
         supervisor = supervisor.audit_log(Arc::new(log));
@@ -60,6 +65,8 @@ pub(crate) async fn up(args: UpArgs) -> Result<u8, Failure> {
         .filter(|(_, ending)| ending.is_failure())
         .map(|(name, _)| format!("`{name}`"))
         .collect();
+    // The guests' last lines and events before the verdict.
+    sockbox::sandbox::drain_output(std::time::Duration::from_secs(2));
     if failed.is_empty() {
         Ok(0)
     } else {
@@ -76,6 +83,8 @@ fn print_event(event: Event) {
             let _ = writeln!(out, "{line}");
             let _ = out.flush();
         }
-        None => eprintln!("sockbox: {event}"),
+        // Through the bounded stderr queue the denial lines use: a stderr nobody reads does
+        // not stall the supervisor.
+        None => sockbox::sandbox::host_line(&format!("sockbox: {event}")),
     }
 }

@@ -5,7 +5,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 
-use super::rule::is_implicit_bind_addr;
+use serde::Serialize;
+
+use super::rule::{is_implicit_bind_addr, normalise_name};
 use super::{Policy, Use};
 use crate::audit::AuditEvent;
 
@@ -36,6 +38,9 @@ pub struct LearnedPolicy {
     pub allow: Vec<String>,
     /// Operations that were denied even under the learning grants (outside loopback, names).
     pub denied: Vec<String>,
+    /// Denied or looked-up names that are not DNS names, left out of the policy and of
+    /// `denied` (a guest chooses them, and they could be anything).
+    pub not_names: usize,
 }
 
 /// Derives the minimal policy from the decisions of a learning run, in the order they were
@@ -50,18 +55,30 @@ pub fn minimal_policy(
     let mut allow = BTreeSet::new();
     let mut heard_from = HashSet::new();
     let mut denied = BTreeSet::new();
+    let mut not_names = 0;
     for event in events {
         let Ok(use_) = event.use_.parse::<Use>() else {
             continue;
         };
+        // A name is whatever the guest asked for: only a valid DNS name is learned or shown.
+        let name = (use_ == Use::Dns).then(|| normalise_name(&event.addr).ok());
+        if name == Some(None) {
+            not_names += 1;
+            continue;
+        }
         if !event.allowed() {
-            denied.insert(format!("{use_}={}", event.addr));
+            match &name {
+                Some(Some(name)) => denied.insert(format!("{use_}={name}")),
+                _ => denied.insert(format!("{use_}={}", event.addr)),
+            };
             continue;
         }
         let addr = event.addr.parse::<SocketAddr>().ok();
         match (use_, addr) {
             (Use::Dns, _) => {
-                allow.insert(format!("dns={}", event.addr));
+                if let Some(Some(name)) = name {
+                    allow.insert(format!("dns={name}"));
+                }
             }
             // Implicit binds before a connect or send come with the connect/send grant.
             (_, Some(addr)) if is_implicit_bind_addr(addr) => {}
@@ -110,6 +127,7 @@ pub fn minimal_policy(
     }
     learned.allow = allow.into_iter().collect();
     learned.denied = denied.into_iter().collect();
+    learned.not_names = not_names;
     learned
 }
 
@@ -117,13 +135,21 @@ fn fmt_addr(addr: SocketAddr) -> String {
     addr.to_string()
 }
 
+/// The keys of a policy file `learn` writes, in its order.
+#[derive(Serialize)]
+struct PolicyFile<'a> {
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    listen: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    udp: &'a [String],
+    allow: &'a [String],
+}
+
 impl fmt::Display for LearnedPolicy {
-    /// TOML in the policy file format, loadable with `--policy`.
+    /// TOML in the policy file format, loadable with `--policy`. The keys are written by the
+    /// TOML serializer, so no value can end its string or start a line of its own; the
+    /// comments hold only addresses and DNS names.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = |items: &[String]| {
-            let quoted: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
-            format!("[{}]", quoted.join(", "))
-        };
         writeln!(
             f,
             "# The smallest policy that allows what the guest did in this run."
@@ -132,17 +158,25 @@ impl fmt::Display for LearnedPolicy {
             f,
             "# Clients may connect to granted listeners and send to granted UDP sockets by default."
         )?;
-        if !self.listen.is_empty() {
-            writeln!(f, "listen = {}", list(&self.listen))?;
-        }
-        if !self.udp.is_empty() {
-            writeln!(f, "udp = {}", list(&self.udp))?;
-        }
-        writeln!(f, "allow = {}", list(&self.allow))?;
+        let file = PolicyFile {
+            listen: &self.listen,
+            udp: &self.udp,
+            allow: &self.allow,
+        };
+        f.write_str(&toml::to_string(&file).map_err(|_| fmt::Error)?)?;
         for denied in &self.denied {
+            // Addresses and DNS names only (see `minimal_policy`); escaped all the same.
+            let denied = crate::audit::log_text(denied);
             writeln!(
                 f,
                 "# denied even while learning (not loopback, or a name): {denied}"
+            )?;
+        }
+        if self.not_names > 0 {
+            writeln!(
+                f,
+                "# {} name lookups were of something that is not a DNS name (not shown)",
+                self.not_names
             )?;
         }
         Ok(())
@@ -213,6 +247,28 @@ mod tests {
                 .decide(Use::TcpConnect, "127.0.0.1:5433".parse().unwrap())
                 .allowed
         );
+    }
+
+    #[test]
+    fn a_name_cannot_add_a_line_to_the_learned_policy() {
+        let evil = "x\nudp = [\"0.0.0.0:5353\"]\n[limits]\nmax-memory = \"1TiB\"";
+        let events = [
+            ev(Use::TcpListen, "127.0.0.1:7000", true),
+            ev(Use::Dns, evil, false),
+            ev(Use::Dns, evil, true),
+            ev(Use::Dns, "DB.test.", true),
+            ev(Use::Dns, "other.test", false),
+        ];
+        let learned = minimal_policy(&events, &["127.0.0.1:7000".parse().unwrap()], &[]);
+        assert_eq!(learned.allow, ["dns=db.test"]);
+        assert_eq!(learned.denied, ["dns=other.test"]);
+        assert_eq!(learned.not_names, 2);
+        let text = learned.to_string();
+        let policy = Policy::parse_toml(&text, "learned.toml").unwrap();
+        assert!(policy.udp.is_empty(), "{text}");
+        assert_eq!(policy.limits, Default::default(), "{text}");
+        assert_eq!(policy.rules.len(), 2, "{text}");
+        assert!(!text.contains("5353"), "{text}");
     }
 
     #[test]

@@ -10,10 +10,12 @@ mod cache;
 mod control;
 mod dns;
 mod engine;
+mod errors;
 mod inspect;
 mod limits;
 mod linger;
 mod network;
+mod output;
 mod readiness;
 mod reuseport;
 mod state;
@@ -42,6 +44,9 @@ pub use inspect::{Inspection, inspect};
 pub use limits::{
     DEFAULT_MAX_BUSY, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MEMORY, DEFAULT_MAX_SOCKETS, FdBudget,
     default_max_sockets, fd_budget,
+};
+pub use output::{
+    BUFFER_BOUND as OUTPUT_BUFFER_BOUND, GUEST_READY_PREFIX, drain_output, host_line,
 };
 use state::{HostState, Readiness, Shared};
 
@@ -250,7 +255,8 @@ impl fmt::Display for GuestExit {
         match self {
             GuestExit::Clean => f.write_str("exited cleanly"),
             GuestExit::Status(code) => write!(f, "exited with status {code}"),
-            GuestExit::Trapped(err) => write!(f, "failed: {err:?}"),
+            // `{:#}`: the message and its causes, never the host's backtrace (see `errors`).
+            GuestExit::Trapped(err) => write!(f, "failed: {err:#}"),
             GuestExit::Killed => f.write_str("did not stop within the grace period and was killed"),
         }
     }
@@ -405,23 +411,30 @@ impl SandboxBuilder {
         let uses_control = imports_control(&component);
         let pre = prepare(&component, &name)?;
 
-        let shared = Arc::new(Shared::new(
-            name.clone(),
-            self.audit_logs,
-            self.print_denials,
-        ));
+        let shared = Shared::new(name.clone(), self.audit_logs, self.print_denials);
         let gate = Arc::new(Gate::new(self.policy.clone()));
         let mut wasi = WasiCtxBuilder::new();
         let captured = self.capture_output.then(|| CapturedOutput {
             stdout: MemoryOutputPipe::new(CAPTURE_CAPACITY),
             stderr: MemoryOutputPipe::new(CAPTURE_CAPACITY),
         });
-        match &captured {
-            Some(out) => wasi.stdout(out.stdout.clone()).stderr(out.stderr.clone()),
-            None if self.stdout_to_stderr => {
-                wasi.stdout(wasmtime_wasi::cli::stderr()).inherit_stderr()
-            }
-            None => wasi.inherit_stdout().inherit_stderr(),
+        // Passed through, the guest's output goes through bounded buffers that never block it
+        // (see `output`).
+        let passed = captured.is_none().then(|| {
+            let stdout_fd = if self.stdout_to_stderr {
+                output::Fd::Stderr
+            } else {
+                output::Fd::Stdout
+            };
+            [
+                output::GuestOutput::new(&name, "stdout", stdout_fd),
+                output::GuestOutput::new(&name, "stderr", output::Fd::Stderr),
+            ]
+        });
+        match (&captured, &passed) {
+            (Some(out), _) => wasi.stdout(out.stdout.clone()).stderr(out.stderr.clone()),
+            (None, Some([stdout, stderr])) => wasi.stdout(stdout.clone()).stderr(stderr.clone()),
+            (None, None) => unreachable!("output is captured or passed through"),
         };
         wasi.arg(&name).args(&self.args).envs(&self.env);
         network::grant(&mut wasi, gate.clone(), shared.clone());
@@ -474,6 +487,7 @@ impl SandboxBuilder {
             uses_control,
             expected_sockets: expected,
             captured,
+            passed,
         })
     }
 }
@@ -573,6 +587,7 @@ fn linker() -> Result<Linker<HostState>> {
     let mut linker: Linker<HostState> = Linker::new(engine::engine());
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
     readiness::add_hooks(&mut linker)?;
+    errors::add_hooks(&mut linker)?;
     linger::add_hooks(&mut linker)?;
     limits::add_hooks(&mut linker)?;
     dns::add_to_linker(&mut linker)?;
@@ -622,8 +637,8 @@ fn classify(result: wasmtime::Result<Result<(), ()>>) -> GuestExit {
         Err(err) => match err.downcast_ref::<I32Exit>() {
             Some(I32Exit(0)) => GuestExit::Clean,
             Some(I32Exit(code)) => GuestExit::Status(*code),
-            // Debug keeps the whole chain, including the wasm backtrace.
-            None => GuestExit::Trapped(anyhow!("{err:?}")),
+            // The whole chain and the wasm backtrace, without the host's stack.
+            None => GuestExit::Trapped(anyhow!("{}", errors::describe_trap(&err))),
         },
     }
 }
@@ -657,7 +672,12 @@ pub struct RunningGuest {
     uses_control: bool,
     expected_sockets: usize,
     captured: Option<CapturedOutput>,
+    /// Stdout and stderr passed through to the host's, when not captured.
+    passed: Option<[output::GuestOutput; 2]>,
 }
+
+/// How long [`RunningGuest::finish`] waits for a guest's last output to be written.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
 impl RunningGuest {
     /// What the guest wrote to stdout so far (empty unless output is captured).
@@ -732,7 +752,8 @@ impl RunningGuest {
         self.shared.events.subscribe()
     }
 
-    /// The decisions made so far (the most recent 10 000).
+    /// The decisions made so far (the most recent 10 000, and at most about 4 MiB of them;
+    /// denials past 100 a second are counted in a `denials-suppressed` event instead).
     pub fn decisions(&self) -> Vec<AuditEvent> {
         self.shared
             .decisions
@@ -786,7 +807,22 @@ impl RunningGuest {
                 }
             }
         }
+        self.drain_output().await;
         self.exit.take().unwrap_or(GuestExit::Killed)
+    }
+}
+
+impl RunningGuest {
+    /// Waits (a bounded time, off the event loop) until what the guest printed is written.
+    async fn drain_output(&self) {
+        let Some(outputs) = self.passed.clone() else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + OUTPUT_DRAIN;
+        let _ = tokio::task::spawn_blocking(move || {
+            outputs.iter().all(|out| out.wait_drained(deadline))
+        })
+        .await;
     }
 }
 

@@ -1,0 +1,566 @@
+//! A guest's stdout and stderr, and the host's own lines about guests: through bounded
+//! buffers to the real descriptors, written by one thread per descriptor.
+//!
+//! A guest's `write` only appends to its buffer and wakes the writer thread, so a stdout or
+//! stderr nobody reads (a busy supervisor, a stuck log shipper) never blocks the guest or the
+//! event loop: past [`BUFFER_BOUND`] bytes waiting, whole lines are dropped and counted, and
+//! once the buffer has drained a notice on stderr says how many
+//! (`sockbox: guest `framing`: dropped 1234 lines of stderr (output not read fast enough)`).
+//!
+//! A guest line that begins with `ready` (after blanks or control bytes) is written as
+//! `(guest) ready ...`, so the first `ready` line of stdout (or of stderr under `learn`) is
+//! always the host's: a guest cannot forge the line scripts wait for. Nothing else of an
+//! honest guest's output changes.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
+
+/// Bytes of one stream waiting for its descriptor before lines are dropped. Four times a
+/// Linux pipe: a reader that pauses for a moment loses nothing.
+pub const BUFFER_BOUND: usize = 256 * 1024;
+
+/// Most bytes one `write` may carry (what `check-write` answers); more is a guest error.
+const WRITE_BUDGET: usize = 64 * 1024;
+
+/// What a guest line that could be read as a `ready` line is prefixed with.
+pub const GUEST_READY_PREFIX: &[u8] = b"(guest) ";
+
+/// Undecided bytes at a line's start held back while they might still become `ready`.
+const MAX_UNDECIDED: usize = 64;
+
+/// A real descriptor of the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fd {
+    Stdout,
+    Stderr,
+}
+
+impl Fd {
+    fn write_all(self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Fd::Stdout => {
+                let mut out = io::stdout().lock();
+                out.write_all(bytes)?;
+                out.flush()
+            }
+            Fd::Stderr => io::stderr().lock().write_all(bytes),
+        }
+    }
+
+    fn writer(self) -> &'static Writer {
+        static STDOUT: OnceLock<Writer> = OnceLock::new();
+        static STDERR: OnceLock<Writer> = OnceLock::new();
+        let cell = match self {
+            Fd::Stdout => &STDOUT,
+            Fd::Stderr => &STDERR,
+        };
+        cell.get_or_init(|| Writer::start(self))
+    }
+}
+
+/// One descriptor's writer thread and the channels with something to write.
+struct Writer {
+    due: Mutex<VecDeque<Arc<Channel>>>,
+    wake: Condvar,
+}
+
+impl Writer {
+    fn start(fd: Fd) -> Writer {
+        let name = format!("sockbox-{fd:?}").to_lowercase();
+        // The thread lives as long as the process; it only ever blocks on its descriptor.
+        let spawned = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || fd.writer().run(fd));
+        if let Err(err) = spawned {
+            tracing::error!("cannot start the {fd:?} writer thread: {err}");
+        }
+        Writer {
+            due: Mutex::new(VecDeque::new()),
+            wake: Condvar::new(),
+        }
+    }
+
+    fn schedule(&self, channel: Arc<Channel>) {
+        self.due
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(channel);
+        self.wake.notify_one();
+    }
+
+    fn run(&self, fd: Fd) {
+        loop {
+            let channel = {
+                let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    if let Some(channel) = due.pop_front() {
+                        break channel;
+                    }
+                    due = self.wake.wait(due).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            channel.write_out(fd);
+        }
+    }
+}
+
+/// What one stream has queued, and what it dropped.
+#[derive(Default)]
+struct Queue {
+    chunks: VecDeque<Bytes>,
+    /// Bytes queued or being written.
+    bytes: usize,
+    /// The buffer overflowed: everything is dropped until the writer has drained it.
+    full: bool,
+    /// A line was dropped in part: its rest is dropped too.
+    in_dropped_line: bool,
+    dropped_lines: u64,
+    dropped_bytes: u64,
+    /// Handed to the writer thread and not yet done.
+    scheduled: bool,
+    /// The last byte written ended a line (a notice on the same descriptor starts afresh).
+    at_line_start: bool,
+}
+
+/// One stream of one guest (or the host's own lines about guests) into one descriptor.
+pub(crate) struct Channel {
+    fd: Fd,
+    /// Whose output: `guest `framing``, or the host's own.
+    label: String,
+    /// Which of its streams: `stdout` or `stderr` (the guest's, whatever `fd` is).
+    stream: &'static str,
+    queue: Mutex<Queue>,
+    drained: Condvar,
+}
+
+impl Channel {
+    fn new(fd: Fd, label: String, stream: &'static str) -> Arc<Channel> {
+        Arc::new(Channel {
+            fd,
+            label,
+            stream,
+            queue: Mutex::new(Queue {
+                at_line_start: true,
+                ..Queue::default()
+            }),
+            drained: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues one piece of a line (it ends with `\n` or is the line's unfinished part), or
+    /// drops it; never blocks on the descriptor.
+    fn push(self: &Arc<Self>, piece: Bytes) {
+        if piece.is_empty() {
+            return;
+        }
+        let ends_line = piece.ends_with(b"\n");
+        let mut q = self.lock();
+        if q.full || q.in_dropped_line || q.bytes + piece.len() > BUFFER_BOUND {
+            q.full = q.full || !q.in_dropped_line;
+            q.dropped_bytes += piece.len() as u64;
+            if ends_line {
+                q.dropped_lines += 1;
+            }
+            q.in_dropped_line = !ends_line;
+            // The writer reports the drop once it has drained what was queued.
+            self.schedule(q);
+            return;
+        }
+        q.bytes += piece.len();
+        q.chunks.push_back(piece);
+        self.schedule(q);
+    }
+
+    fn schedule(self: &Arc<Self>, mut q: std::sync::MutexGuard<'_, Queue>) {
+        if !q.scheduled {
+            q.scheduled = true;
+            drop(q);
+            self.fd.writer().schedule(self.clone());
+        }
+    }
+
+    /// On the writer thread: writes what is queued, then the drop notice if lines were
+    /// dropped, until the queue is empty.
+    fn write_out(&self, fd: Fd) {
+        loop {
+            let batch: Vec<Bytes> = {
+                let mut q = self.lock();
+                if q.chunks.is_empty() {
+                    let dropped = std::mem::take(&mut q.dropped_lines);
+                    let dropped_bytes = std::mem::take(&mut q.dropped_bytes);
+                    // Drained: the guest's next lines are taken again.
+                    q.full = false;
+                    if dropped == 0 && dropped_bytes == 0 {
+                        q.scheduled = false;
+                        drop(q);
+                        self.drained.notify_all();
+                        return;
+                    }
+                    let fresh_line = q.at_line_start || self.fd != Fd::Stderr;
+                    drop(q);
+                    let notice = format!(
+                        "{}sockbox: {}: dropped {dropped} lines ({dropped_bytes} bytes) of {} \
+                         (output not read fast enough)\n",
+                        if fresh_line { "" } else { "\n" },
+                        self.label,
+                        self.stream,
+                    );
+                    let _ = Fd::Stderr.write_all(notice.as_bytes());
+                    if self.fd == Fd::Stderr {
+                        self.lock().at_line_start = true;
+                    }
+                    continue;
+                }
+                q.chunks.drain(..).collect()
+            };
+            // One write for the batch: a guest printing many small pieces costs one syscall
+            // per wake-up, not one per piece.
+            let joined = batch.concat();
+            let written = joined.len();
+            let last = joined.last().copied().unwrap_or(b'\n');
+            // A descriptor that fails (closed pipe) loses the output, as a plain write would.
+            let _ = fd.write_all(&joined);
+            let mut q = self.lock();
+            q.bytes -= written;
+            q.at_line_start = last == b'\n';
+        }
+    }
+
+    /// Waits until everything queued so far is written, at most until `deadline`.
+    fn wait_drained(&self, deadline: Instant) -> bool {
+        let mut q = self.lock();
+        while q.scheduled {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            q = self
+                .drained
+                .wait_timeout(q, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+/// Every channel made, to drain before the process exits.
+fn registry() -> &'static Mutex<Vec<std::sync::Weak<Channel>>> {
+    static ALL: OnceLock<Mutex<Vec<std::sync::Weak<Channel>>>> = OnceLock::new();
+    ALL.get_or_init(Default::default)
+}
+
+fn register(channel: &Arc<Channel>) {
+    let mut all = registry().lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|c| c.strong_count() > 0);
+    all.push(Arc::downgrade(channel));
+}
+
+/// Waits (at most `timeout`) until every guest's output and every host line queued so far
+/// has been written; a program calls it before it exits. False if something was left.
+pub fn drain_output(timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let all: Vec<_> = (registry().lock().unwrap_or_else(|e| e.into_inner()).iter())
+        .filter_map(|c| c.upgrade())
+        .collect();
+    all.iter().all(|c| c.wait_drained(deadline))
+}
+
+/// Prints one of the host's own stderr lines about guests (denials, their summaries, `up`'s
+/// events): bounded like a guest's stderr, so a flood of them never blocks a guest's thread.
+pub fn host_line(line: &str) {
+    static HOST: OnceLock<Arc<Channel>> = OnceLock::new();
+    let channel = HOST.get_or_init(|| {
+        let channel = Channel::new(Fd::Stderr, "host".into(), "stderr");
+        register(&channel);
+        channel
+    });
+    let mut bytes = Vec::with_capacity(line.len() + 1);
+    bytes.extend_from_slice(line.as_bytes());
+    bytes.push(b'\n');
+    channel.push(Bytes::from(bytes));
+}
+
+/// A guest's stdout or stderr as wasmtime-wasi sees it: every stream the guest opens on it
+/// writes into the same bounded channel.
+#[derive(Clone)]
+pub(crate) struct GuestOutput {
+    channel: Arc<Channel>,
+    /// Whether the real descriptor the guest's stream is named after is a terminal.
+    terminal: bool,
+}
+
+impl GuestOutput {
+    /// `guest`'s `stream` ("stdout" or "stderr") into the host's descriptor `fd`.
+    pub(crate) fn new(guest: &str, stream: &'static str, fd: Fd) -> GuestOutput {
+        let channel = Channel::new(fd, format!("guest `{guest}`"), stream);
+        register(&channel);
+        let terminal = match fd {
+            Fd::Stdout => std::io::IsTerminal::is_terminal(&io::stdout()),
+            Fd::Stderr => std::io::IsTerminal::is_terminal(&io::stderr()),
+        };
+        GuestOutput { channel, terminal }
+    }
+
+    fn stream(&self) -> GuestStream {
+        GuestStream {
+            channel: self.channel.clone(),
+            guard: ReadyGuard::default(),
+        }
+    }
+
+    /// Waits (at most until `deadline`) for what the guest wrote so far to be written.
+    pub(crate) fn wait_drained(&self, deadline: Instant) -> bool {
+        self.channel.wait_drained(deadline)
+    }
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        self.terminal
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.stream())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.stream())
+    }
+}
+
+/// One stream handle of the guest; never blocks.
+struct GuestStream {
+    channel: Arc<Channel>,
+    guard: ReadyGuard,
+}
+
+impl GuestStream {
+    fn put(&mut self, bytes: Bytes) {
+        for piece in self.guard.feed(bytes) {
+            self.channel.push(piece);
+        }
+    }
+}
+
+impl Drop for GuestStream {
+    fn drop(&mut self) {
+        if let Some(rest) = self.guard.finish() {
+            self.channel.push(rest);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for GuestStream {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for GuestStream {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        if bytes.len() > WRITE_BUDGET {
+            return Err(StreamError::Trap(wasmtime::format_err!(
+                "write of {} bytes exceeds the {WRITE_BUDGET} check-write allowed",
+                bytes.len()
+            )));
+        }
+        self.put(bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(WRITE_BUDGET)
+    }
+}
+
+impl AsyncWrite for GuestStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let n = buf.len().min(WRITE_BUDGET);
+        self.get_mut().put(Bytes::copy_from_slice(&buf[..n]));
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Splits output into pieces of lines and prefixes a line that begins with `ready`.
+#[derive(Default)]
+struct ReadyGuard {
+    /// The start of the current line while it might still turn into `ready`.
+    undecided: Vec<u8>,
+    /// The current line's start was judged (its first bytes are out).
+    decided: bool,
+}
+
+impl ReadyGuard {
+    /// Pieces to queue, each within one line (ending with `\n`, or the line's unfinished part).
+    fn feed(&mut self, bytes: Bytes) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let end = memchr(b'\n', &rest).map_or(rest.len(), |i| i + 1);
+            let piece = rest.split_to(end);
+            let ends_line = piece.ends_with(b"\n");
+            if self.decided {
+                out.push(piece);
+            } else {
+                self.undecided.extend_from_slice(&piece);
+                match judge(&self.undecided) {
+                    Judgement::Undecided if !ends_line && self.undecided.len() <= MAX_UNDECIDED => {
+                    }
+                    judgement => {
+                        let held = std::mem::take(&mut self.undecided);
+                        // Still undecided: at the end of a line it never read `ready`;
+                        // past the bound (blanks, say) it still could, so it is prefixed.
+                        let prefix = match judgement {
+                            Judgement::Ready => true,
+                            Judgement::Other => false,
+                            Judgement::Undecided => !ends_line,
+                        };
+                        let mut bytes = Vec::with_capacity(held.len() + GUEST_READY_PREFIX.len());
+                        if prefix {
+                            bytes.extend_from_slice(GUEST_READY_PREFIX);
+                        }
+                        bytes.extend_from_slice(&held);
+                        out.push(Bytes::from(bytes));
+                        self.decided = true;
+                    }
+                }
+            }
+            if ends_line {
+                self.decided = false;
+            }
+        }
+        out
+    }
+
+    /// What is still held back when the stream closes.
+    fn finish(&mut self) -> Option<Bytes> {
+        let held = std::mem::take(&mut self.undecided);
+        (!held.is_empty()).then(|| Bytes::from(held))
+    }
+}
+
+enum Judgement {
+    Ready,
+    Other,
+    Undecided,
+}
+
+/// Whether a line that begins with `start` reads as a `ready` line: its first word after
+/// blanks and control bytes (anything a parser might trim) begins with `ready`.
+fn judge(start: &[u8]) -> Judgement {
+    let word = match start.iter().position(|&b| !is_blank_byte(b)) {
+        Some(i) => &start[i..],
+        None => return Judgement::Undecided,
+    };
+    const READY: &[u8] = b"ready";
+    if word.starts_with(READY) {
+        Judgement::Ready
+    } else if READY.starts_with(word) {
+        Judgement::Undecided
+    } else {
+        Judgement::Other
+    }
+}
+
+fn is_blank_byte(b: u8) -> bool {
+    b != b'\n' && (b.is_ascii_whitespace() || b.is_ascii_control())
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guarded(writes: &[&str]) -> String {
+        let mut guard = ReadyGuard::default();
+        let mut out = Vec::new();
+        for w in writes {
+            for piece in guard.feed(Bytes::copy_from_slice(w.as_bytes())) {
+                out.extend_from_slice(&piece);
+            }
+        }
+        out.extend(guard.finish().unwrap_or_default());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn lines_that_read_as_ready_are_prefixed_and_nothing_else_changes() {
+        assert_eq!(guarded(&["hello\nworld\n"]), "hello\nworld\n");
+        assert_eq!(
+            guarded(&["ready tcp 192.0.2.1:9\n"]),
+            "(guest) ready tcp 192.0.2.1:9\n"
+        );
+        // Split across writes, after blanks and control bytes, in the middle of the output.
+        assert_eq!(
+            guarded(&["ok\nre", "ady udp 1.2.3.4:5\n"]),
+            "ok\n(guest) ready udp 1.2.3.4:5\n"
+        );
+        assert_eq!(guarded(&[" \t\rready\n"]), "(guest)  \t\rready\n");
+        assert_eq!(guarded(&["rea", "l\n"]), "real\n");
+        assert_eq!(guarded(&["not ready\n"]), "not ready\n");
+        assert_eq!(guarded(&["\n\n"]), "\n\n");
+        // A partial line at the end is kept.
+        assert_eq!(guarded(&["re"]), "re");
+        assert_eq!(guarded(&["bin\0ary"]), "bin\0ary");
+        // Blanks past the bound cannot hide a `ready` after them.
+        let blanks = " ".repeat(100);
+        let out = guarded(&[&blanks, "ready tcp 1.2.3.4:5\n"]);
+        assert!(out.starts_with("(guest) "), "{out:?}");
+    }
+
+    #[test]
+    fn a_full_channel_drops_whole_lines_and_counts_them() {
+        let channel = Channel::new(Fd::Stderr, "guest `t`".into(), "stderr");
+        // Not scheduled on a real writer: mark it scheduled so push only queues.
+        channel.lock().scheduled = true;
+        let line = Bytes::from(format!("{}\n", "x".repeat(1023)));
+        for _ in 0..(BUFFER_BOUND / 1024 + 10) {
+            channel.push(line.clone());
+        }
+        let q = channel.lock();
+        assert_eq!(q.bytes, BUFFER_BOUND);
+        assert_eq!(q.dropped_lines, 10);
+        assert!(q.full);
+        drop(q);
+        // Half a line fits no more: it and its rest are dropped, then counted as one line.
+        channel.lock().full = false;
+        channel.push(Bytes::from_static(b"half"));
+        channel.push(Bytes::from_static(b" and the rest\n"));
+        assert_eq!(channel.lock().dropped_lines, 11);
+        assert!(channel.lock().chunks.iter().all(|c| c.ends_with(b"\n")));
+    }
+}
