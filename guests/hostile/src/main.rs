@@ -16,7 +16,10 @@
 //! `tcp-sockets:N` `udp-sockets:N` (create N sockets and keep them, to meet `--max-sockets`).
 //! `trap` (wasm `unreachable`) `exit:N` (exit with status N) `spin` (compute forever without
 //! calling the host) `hold` (sleep forever in a host call): what a supervisor must survive.
+//! `linger`, `dns-hold`, `dns-settle`, `dns-churn`, `dns-long`, `empty-writes`: the host's
+//! limits, see `limits.rs`.
 
+mod limits;
 mod wasi;
 
 use std::io::Write;
@@ -69,6 +72,9 @@ fn try_attempt(attempt: &str) -> Result<String, String> {
         ),
         "spin" => spin(),
         "hold" => hold(),
+        "linger" | "dns-hold" | "dns-settle" | "dns-churn" | "dns-long" | "empty-writes" => {
+            limits::attempt(kind, target)
+        }
         _ => Err(format!("unknown attempt {attempt:?}")),
     }
 }
