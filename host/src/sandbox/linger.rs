@@ -6,10 +6,16 @@
 //! would freeze every other client and keep the guest from stopping. The host replaces that
 //! destructor with one that takes the stream out of the guest's table at once and finishes
 //! the write in the background, for at most [`LINGER`], like a socket's `SO_LINGER` on close.
+//!
+//! A lingering close still holds the connection's descriptor, so it stays counted against the
+//! guest's `max-sockets` and the process's descriptor budget until it is done (see
+//! `limits::Linger`): a guest cannot trade its sockets for lingering closes without bound,
+//! and at its cap it meets `new-socket-limit`, never the host's descriptor limit.
 
 use std::time::Duration;
 
 use anyhow::Result;
+use futures::FutureExt;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource, ResourceType};
 use wasmtime_wasi_io::streams::DynOutputStream;
@@ -28,16 +34,27 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
         "output-stream",
         ResourceType::host::<DynOutputStream>(),
         |mut store: StoreContextMut<'_, HostState>, rep: u32| {
+            let state = store.data_mut();
             // Fails (a trap, as before) if a pollable of the stream is still alive.
-            let mut stream = store
-                .data_mut()
+            let mut stream = state
                 .table
                 .delete(Resource::<DynOutputStream>::new_own(rep))?;
-            tokio::spawn(async move {
-                if tokio::time::timeout(LINGER, stream.cancel()).await.is_err() {
-                    tracing::debug!("a dropped stream's last write was abandoned after {LINGER:?}");
-                }
-            });
+            // Most streams have nothing in flight: they close here and now.
+            let pending = stream.cancel().now_or_never().is_none();
+            let linger = state.ledger.output_dropped(rep, pending);
+            if pending {
+                tokio::spawn(async move {
+                    if tokio::time::timeout(LINGER, stream.cancel()).await.is_err() {
+                        tracing::debug!(
+                            "a dropped stream's last write was abandoned after {LINGER:?}"
+                        );
+                    }
+                    drop(stream);
+                    if let Some(linger) = linger {
+                        linger.finished();
+                    }
+                });
+            }
             Ok(())
         },
     )?;

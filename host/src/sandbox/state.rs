@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, watch};
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::limits::SocketLedger;
+use super::limits::{GuestLimiter, SocketLedger};
 use super::{ReadySocket, Transport};
 use crate::audit::{AuditEvent, AuditLog, denial_message};
 use crate::policy::{Gate, Verdict};
@@ -22,7 +21,7 @@ const DECISIONS_KEPT: usize = 10_000;
 pub(crate) struct HostState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: GuestLimiter,
     pub(crate) gate: Arc<Gate>,
     pub(crate) shared: Arc<Shared>,
     /// Other instances bind the same addresses (`SO_REUSEPORT` on every new socket).
