@@ -307,7 +307,7 @@ fn lingering_closes_count_against_max_sockets_and_the_host_descriptors() {
     assert_eq!(decoy.finish(), 8);
 }
 
-async fn hostile(policy: Policy, attempts: &[&str]) -> Vec<Attempted> {
+async fn hostile(policy: Policy, attempts: &[&str]) -> (Vec<Attempted>, Vec<sockbox::AuditEvent>) {
     let mut guest = Sandbox::builder(test_guest("hostile"))
         .policy(policy)
         .args(attempts.iter().copied())
@@ -317,14 +317,14 @@ async fn hostile(policy: Policy, attempts: &[&str]) -> Vec<Attempted> {
         .expect("hostile starts");
     let exit = guest.finish(4 * PATIENCE).await;
     assert!(exit.is_clean(), "hostile {exit}\n{}", guest.stderr());
-    hostile_results(&guest.stdout())
+    (hostile_results(&guest.stdout()), guest.decisions())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn name_lookups_in_flight_are_bounded_and_dropped_ones_give_their_slot_back() {
     // `localhost` comes from /etc/hosts: the system resolver, and no network.
     let granted = policy(&[], &[], &["dns=localhost"]);
-    let results = hostile(
+    let (results, decisions) = hostile(
         granted,
         &[
             "dns-hold:localhost:17",
@@ -354,6 +354,16 @@ async fn name_lookups_in_flight_are_bounded_and_dropped_ones_give_their_slot_bac
         resolved.ok && resolved.detail.contains("127.0.0.1"),
         "{resolved}"
     );
+    // Each refusal by the cap is recorded as one, naming it.
+    let refused: Vec<_> = decisions.iter().filter(|e| !e.allowed()).collect();
+    assert!(!refused.is_empty());
+    for event in refused {
+        assert_eq!(event.use_, "dns");
+        assert_eq!(
+            event.rule.as_deref(),
+            Some("limit: 16 name lookups in flight")
+        );
+    }
 }
 
 #[tokio::test]

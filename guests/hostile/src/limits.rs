@@ -168,7 +168,10 @@ fn dns_long(bytes: &str, count: usize) -> Result<String, String> {
             Some(_) => {}
         }
     }
-    Ok(format!("{count} refused with {}", first.unwrap_or_default()))
+    Ok(format!(
+        "{count} refused with {}",
+        first.unwrap_or_default()
+    ))
 }
 
 fn empty_writes(target: &str, count: usize) -> Result<String, String> {

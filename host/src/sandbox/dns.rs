@@ -172,7 +172,7 @@ impl HostState {
             )));
         }
         let Ok(permit) = self.ledger.lookups.clone().try_acquire_owned() else {
-            let limit = format!("{LIMIT_PREFIX}the limit of {MAX_LOOKUPS} name lookups in flight");
+            let limit = format!("{LIMIT_PREFIX}{MAX_LOOKUPS} name lookups in flight");
             record(self, false, Some(limit));
             return Err(ErrorCode::TemporaryResolverFailure);
         };
