@@ -69,6 +69,21 @@ async fn max_memory_is_the_sum_of_all_memories_of_a_guest() {
     assert!(exit.is_clean(), "{exit}");
 }
 
+#[test]
+fn the_cli_says_which_limit_refused_the_memory() {
+    let path = component_file("four-memories-cli", FOUR_MEMORIES_WAT);
+    let (code, _, stderr) = crate::support::sockbox(&["run", path.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "refused to grow a memory to 314638336 bytes: its memories together \
+             would hold 1258553344 bytes, over max-memory (1073741824 bytes)"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("fail_memory_3"), "{stderr}");
+}
+
 /// Memories declared with their initial size count too: four of 300 MiB cannot even start.
 #[tokio::test]
 async fn initial_memories_count_against_max_memory() {

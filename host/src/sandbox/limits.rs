@@ -515,7 +515,7 @@ pub(crate) struct GuestLimiter {
     /// shrink and are freed only with the store).
     memory: usize,
     table_elements: usize,
-    /// A refused growth was reported (once per guest: a guest may retry in a loop).
+    /// A refused growth was reported.
     warned: bool,
 }
 
@@ -530,12 +530,13 @@ impl GuestLimiter {
         }
     }
 
-    fn refuse(&mut self, what: &str, desired: usize, total: usize, limit: String) -> bool {
+    /// Says (once per guest: a guest may retry in a loop) why a growth was refused.
+    fn refuse(&mut self, why: impl FnOnce() -> String) -> bool {
         if !std::mem::replace(&mut self.warned, true) {
             tracing::warn!(
-                "guest `{}`: refused to grow a {what} to {desired}; all its {what}s together \
-                 would be {total}, over {limit} (the guest sees the growth fail)",
-                self.guest
+                "guest `{}`: {}; the growth fails inside the guest",
+                self.guest,
+                why()
             );
         }
         false
@@ -556,8 +557,13 @@ impl ResourceLimiter for GuestLimiter {
         }
         let total = self.memory.saturating_add(desired.saturating_sub(current));
         if total > self.max_memory {
-            let limit = format!("max-memory ({} bytes)", self.max_memory);
-            return Ok(self.refuse("memory", desired, total, limit));
+            let max = self.max_memory;
+            return Ok(self.refuse(|| {
+                format!(
+                    "refused to grow a memory to {desired} bytes: its memories together would \
+                     hold {total} bytes, over max-memory ({max} bytes)"
+                )
+            }));
         }
         self.memory = total;
         Ok(true)
@@ -576,8 +582,12 @@ impl ResourceLimiter for GuestLimiter {
             .table_elements
             .saturating_add(desired.saturating_sub(current));
         if total > MAX_TABLE_ELEMENTS {
-            let limit = format!("the host's limit of {MAX_TABLE_ELEMENTS} elements");
-            return Ok(self.refuse("table", desired, total, limit));
+            return Ok(self.refuse(|| {
+                format!(
+                    "refused to grow a table to {desired} elements: its tables together would \
+                     hold {total}, over the host's limit of {MAX_TABLE_ELEMENTS}"
+                )
+            }));
         }
         self.table_elements = total;
         Ok(true)
