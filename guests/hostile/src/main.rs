@@ -16,7 +16,10 @@
 //! `tcp-sockets:N` `udp-sockets:N` (create N sockets and keep them, to meet `--max-sockets`).
 //! `trap` (wasm `unreachable`) `exit:N` (exit with status N) `spin` (compute forever without
 //! calling the host) `hold` (sleep forever in a host call): what a supervisor must survive.
+//! `linger`, `dns-hold`, `dns-settle`, `dns-churn`, `dns-long`, `empty-writes`: the host's
+//! limits, see `limits.rs`.
 
+mod limits;
 mod logs;
 mod wasi;
 
@@ -71,6 +74,9 @@ fn try_attempt(attempt: &str) -> Result<String, String> {
         "spin" => spin(),
         "hold" => hold(),
         "print" | "serve-echo" | "noisy-echo" | "debug-string" => logs::try_attempt(kind, target),
+        "linger" | "dns-hold" | "dns-settle" | "dns-churn" | "dns-long" | "empty-writes" => {
+            limits::attempt(kind, target)
+        }
         _ => Err(format!("unknown attempt {attempt:?}")),
     }
 }

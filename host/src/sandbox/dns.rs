@@ -5,20 +5,37 @@
 //! answered from the policy's `[dns-map]` (hermetic: the system resolver is never asked for a
 //! mapped name) or else by the system resolver. An answer grants nothing: connecting to it is
 //! checked like any other address.
+//!
+//! Bounds: a name that is not a DNS name (over 253 bytes, a label over 63, characters other
+//! than letters, digits, `-` and `_`) is refused with `invalid-argument` before the policy is
+//! asked, so nothing is recorded or logged for it. A guest has at most
+//! [`MAX_LOOKUPS`] lookups that go to the system resolver open at once: one counts from
+//! `resolve-addresses` until the guest has dropped it *and* the resolver's call has returned
+//! (`getaddrinfo` cannot be cancelled, so a dropped lookup keeps its blocking thread, and its
+//! slot, until the call ends; the resolver's own timeouts bound that). Past the cap
+//! `resolve-addresses` fails at once with `temporary-resolver-failure` (what `getaddrinfo`
+//! reports as `EAI_AGAIN`: try again later), so the blocking pool never holds more than
+//! `MAX_LOOKUPS` calls per guest. Address literals, mapped and denied names need no slot.
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
+use std::net::{IpAddr, ToSocketAddrs};
+use std::sync::Arc;
 
 use anyhow::Result;
 use futures::FutureExt;
+use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmtime_wasi::p2::Pollable;
 use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddress, Network};
 use wasmtime_wasi_io::poll::{DynPollable, subscribe};
 
+use super::limits::MAX_LOOKUPS;
 use super::state::HostState;
-use crate::audit::AuditEvent;
-use crate::policy::Use;
+use crate::audit::{AuditEvent, LIMIT_PREFIX};
+use crate::policy::{Use, normalise_name};
+
+/// The longest name a guest may ask for: 253 bytes, and one trailing dot.
+const MAX_NAME: usize = 254;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -50,8 +67,21 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> Result<()> {
     Ok(())
 }
 
-/// One lookup in progress or answered: the guest's `resolve-address-stream`.
-pub struct NameLookup(Answer);
+/// One lookup in progress or answered: the guest's `resolve-address-stream`. It holds its
+/// slot of the guest's [`MAX_LOOKUPS`] (if it went to the resolver) until dropped.
+pub struct NameLookup {
+    answer: Answer,
+    _slot: Option<Arc<OwnedSemaphorePermit>>,
+}
+
+impl NameLookup {
+    fn answered(answer: Answer) -> NameLookup {
+        NameLookup {
+            answer,
+            _slot: None,
+        }
+    }
+}
 
 enum Answer {
     Pending(tokio::task::JoinHandle<Result<Vec<IpAddr>, ErrorCode>>),
@@ -61,7 +91,7 @@ enum Answer {
 
 impl NameLookup {
     fn settle(&mut self, result: Result<Result<Vec<IpAddr>, ErrorCode>, tokio::task::JoinError>) {
-        self.0 = match result {
+        self.answer = match result {
             Ok(Ok(addrs)) => Answer::Ready(addrs.into()),
             Ok(Err(code)) => Answer::Failed(code),
             Err(_) => Answer::Failed(ErrorCode::PermanentResolverFailure),
@@ -72,7 +102,7 @@ impl NameLookup {
 #[async_trait::async_trait]
 impl Pollable for NameLookup {
     async fn ready(&mut self) {
-        if let Answer::Pending(task) = &mut self.0 {
+        if let Answer::Pending(task) = &mut self.answer {
             let result = task.await;
             self.settle(result);
         }
@@ -81,7 +111,7 @@ impl Pollable for NameLookup {
 
 impl Drop for NameLookup {
     fn drop(&mut self) {
-        if let Answer::Pending(task) = &self.0 {
+        if let Answer::Pending(task) = &self.answer {
             task.abort();
         }
     }
@@ -95,38 +125,65 @@ impl ip_name_lookup::Host for HostState {
     ) -> wasmtime::Result<Result<Resource<NameLookup>, ErrorCode>> {
         // The network handle is the capability to use this function; it must be valid.
         self.table.get(&network)?;
-        let answer = self.lookup(&name);
-        Ok(Ok(self.table.push(NameLookup(answer))?))
+        let lookup = match self.lookup(&name) {
+            Ok(lookup) => lookup,
+            Err(code) => return Ok(Err(code)),
+        };
+        Ok(Ok(self.table.push(lookup)?))
     }
 }
 
 impl HostState {
-    fn lookup(&mut self, name: &str) -> Answer {
+    fn lookup(&mut self, name: &str) -> Result<NameLookup, ErrorCode> {
+        // Checked before anything copies, records or logs the name: a guest's string can be
+        // as long as its memory.
+        if name.len() > MAX_NAME {
+            return Err(ErrorCode::InvalidArgument);
+        }
         // An address literal needs no resolver and reveals nothing.
         if let Ok(ip) = name
             .trim_start_matches('[')
             .trim_end_matches(']')
             .parse::<IpAddr>()
         {
-            return Answer::Ready(VecDeque::from([ip]));
+            return Ok(NameLookup::answered(Answer::Ready(VecDeque::from([ip]))));
         }
-        let decision = self.gate.check_name(name);
-        self.shared.record_event(AuditEvent::new(
-            &self.shared.guest,
-            Use::Dns,
-            name,
-            decision.allowed,
-            decision.rule,
-        ));
+        // The policy's own notion of a name (folded: lowercase, no trailing dot), so a name
+        // with control characters or spaces never reaches the gate, the logs or the resolver.
+        let Ok(name) = normalise_name(name) else {
+            tracing::debug!(guest = %self.shared.guest, "refused a lookup of a malformed name");
+            return Err(ErrorCode::InvalidArgument);
+        };
+        let decision = self.gate.check_name(&name);
+        let record = |state: &HostState, allowed: bool, rule: Option<String>| {
+            let event = AuditEvent::new(&state.shared.guest, Use::Dns, &name, allowed, rule);
+            state.shared.record_event(event);
+        };
         if !decision.allowed {
-            return Answer::Failed(ErrorCode::AccessDenied);
+            record(self, false, decision.rule);
+            return Ok(NameLookup::answered(Answer::Failed(
+                ErrorCode::AccessDenied,
+            )));
         }
-        if let Some(addrs) = self.gate.policy().mapped_addrs(name) {
-            return Answer::Ready(addrs.iter().copied().collect());
+        if let Some(addrs) = self.gate.policy().mapped_addrs(&name) {
+            record(self, true, decision.rule);
+            return Ok(NameLookup::answered(Answer::Ready(
+                addrs.iter().copied().collect(),
+            )));
         }
-        let name = name.to_string();
-        Answer::Pending(tokio::spawn(async move {
-            match tokio::net::lookup_host((name.as_str(), 0)).await {
+        let Ok(permit) = self.ledger.lookups.clone().try_acquire_owned() else {
+            let limit = format!("{LIMIT_PREFIX}{MAX_LOOKUPS} name lookups in flight");
+            record(self, false, Some(limit));
+            return Err(ErrorCode::TemporaryResolverFailure);
+        };
+        record(self, true, decision.rule);
+        let permit = Arc::new(permit);
+        let held = permit.clone();
+        // A blocking thread of our own rather than `tokio::net::lookup_host`, so the slot is
+        // given back exactly when `getaddrinfo` returns, whether the guest waited or not.
+        let task = tokio::task::spawn_blocking(move || {
+            let _held = held;
+            match (name.as_str(), 0).to_socket_addrs() {
                 Ok(addrs) => {
                     let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
                     ips.dedup();
@@ -134,7 +191,11 @@ impl HostState {
                 }
                 Err(_) => Err(ErrorCode::NameUnresolvable),
             }
-        }))
+        });
+        Ok(NameLookup {
+            answer: Answer::Pending(task),
+            _slot: Some(permit),
+        })
     }
 }
 
@@ -144,13 +205,13 @@ impl ip_name_lookup::HostResolveAddressStream for HostState {
         lookup: Resource<NameLookup>,
     ) -> wasmtime::Result<Result<Option<IpAddress>, ErrorCode>> {
         let lookup = self.table.get_mut(&lookup)?;
-        if let Answer::Pending(task) = &mut lookup.0 {
+        if let Answer::Pending(task) = &mut lookup.answer {
             match task.now_or_never() {
                 Some(result) => lookup.settle(result),
                 None => return Ok(Err(ErrorCode::WouldBlock)),
             }
         }
-        Ok(match &mut lookup.0 {
+        Ok(match &mut lookup.answer {
             Answer::Ready(addrs) => Ok(addrs.pop_front().map(IpAddress::from)),
             Answer::Failed(code) => Err(*code),
             Answer::Pending(_) => unreachable!("settled above"),

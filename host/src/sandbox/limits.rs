@@ -8,15 +8,16 @@
 //! process's budget, creating fails with `new-socket-limit` and a client it would have accepted
 //! is accepted by the host and closed at once, so the guest never spins on a full backlog.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Result;
-use wasmtime::StoreContextMut;
+use tokio::sync::Semaphore;
 use wasmtime::component::{Linker, Resource, ResourceType};
+use wasmtime::{ResourceLimiter, StoreContextMut};
 use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, Host as _, IpAddressFamily};
 use wasmtime_wasi::p2::bindings::sockets::tcp::HostTcpSocket;
 use wasmtime_wasi::p2::bindings::sockets::udp::HostUdpSocket;
@@ -41,6 +42,20 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
 pub const DEFAULT_MAX_SOCKETS: u32 = 4096;
 /// How long a guest may compute without calling the host unless told otherwise.
 pub const DEFAULT_MAX_BUSY: Duration = Duration::from_millis(1000);
+
+/// Core instances, linear memories and tables one guest may create, and table elements in all
+/// its tables together. A component's counts are fixed when it is built, so these only refuse
+/// components built to exhaust the host (each memory reserves gigabytes of address space, each
+/// element a pointer). Far above what real guests use: the Rust guests have 3 core modules,
+/// 1 memory and 2 tables of about 200 elements; the componentize-py echo guest (21 MB) has 14
+/// core modules, 1 memory, 2 tables and 6 000 elements.
+pub const MAX_INSTANCES: usize = 1000;
+pub const MAX_MEMORIES: usize = 32;
+pub const MAX_TABLES: usize = 100;
+pub const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// Name lookups one guest may have in flight at once (see `dns.rs`).
+pub const MAX_LOOKUPS: usize = 16;
 
 const TCP: &str = "wasi:sockets/tcp@0.2.12";
 const UDP: &str = "wasi:sockets/udp@0.2.12";
@@ -133,9 +148,57 @@ pub(crate) struct SocketLedger {
     udp_granted: bool,
     max_sockets: u32,
     max_connections: u32,
+    /// Sockets in the guest's table.
     held: u32,
+    /// Closes of this guest still finishing in the background (see `linger.rs`): each holds
+    /// a descriptor, so it counts against `max_sockets` and the process's budget until done.
+    lingering: Arc<AtomicU32>,
+    /// The output stream of each connected socket (stream rep to socket rep), so the close of
+    /// a stream that lingers is charged to its socket.
+    outputs: HashMap<u32, u32>,
+    /// Sockets whose output stream was dropped with a write still in flight.
+    closing: HashMap<u32, Arc<Linger>>,
     /// The accepted sockets (by resource rep), counted against `max_connections`.
     accepted: HashSet<u32>,
+    /// Name lookups in flight, at most [`MAX_LOOKUPS`] (see `dns.rs`).
+    pub(crate) lookups: Arc<Semaphore>,
+}
+
+/// One dropped output stream whose last write goes on in the background.
+pub(crate) struct Linger {
+    state: AtomicU8,
+    lingering: Arc<AtomicU32>,
+}
+
+/// The stream lingers, its socket is still the guest's (and counted as such).
+const PENDING: u8 = 0;
+/// The guest dropped the socket too: the close counts as lingering until it is done.
+const CHARGED: u8 = 1;
+/// The last write ended (or was abandoned); the descriptor is the socket's to close.
+const DONE: u8 = 2;
+
+impl Linger {
+    /// The background write is over: a close that was charged stops counting.
+    pub(crate) fn finished(&self) {
+        if self.state.swap(DONE, Ordering::AcqRel) == CHARGED {
+            self.lingering.fetch_sub(1, Ordering::AcqRel);
+            HELD.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Moves the socket's count to the lingering close, unless the close already ended.
+    fn charge(&self) -> bool {
+        // Counted first, so `finished` never sees CHARGED before the count exists.
+        self.lingering.fetch_add(1, Ordering::AcqRel);
+        let charged = self
+            .state
+            .compare_exchange(PENDING, CHARGED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if !charged {
+            self.lingering.fetch_sub(1, Ordering::AcqRel);
+        }
+        charged
+    }
 }
 
 /// Why a socket was refused.
@@ -167,13 +230,18 @@ impl SocketLedger {
             max_sockets: limits.max_sockets,
             max_connections: limits.max_connections,
             held: 0,
+            lingering: Arc::default(),
+            outputs: HashMap::new(),
+            closing: HashMap::new(),
             accepted: HashSet::new(),
+            lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
         }
     }
 
     /// Counts one more socket, or says why it may not be.
     fn take(&mut self) -> Result<(), Refusal> {
-        if self.held >= self.max_sockets {
+        let lingering = self.lingering.load(Ordering::Acquire);
+        if self.held.saturating_add(lingering) >= self.max_sockets {
             return Err(Refusal::MaxSockets(self.max_sockets));
         }
         let budget = fd_budget().guests;
@@ -187,17 +255,50 @@ impl SocketLedger {
 
     fn release(&mut self, rep: u32) {
         self.accepted.remove(&rep);
-        if self.held > 0 {
-            self.held -= 1;
+        if self.held == 0 {
+            return;
+        }
+        self.held -= 1;
+        // A socket whose last write still lingers keeps its descriptor: the count moves to the
+        // lingering close, which gives it back when it is done.
+        let lingers = self
+            .closing
+            .remove(&rep)
+            .is_some_and(|linger| linger.charge());
+        if !lingers {
             HELD.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// Remembers which socket a connection's output stream belongs to.
+    fn connected(&mut self, socket: u32, output: u32) {
+        self.outputs.insert(output, socket);
+    }
+
+    /// An output stream was dropped. If it belongs to a socket and `pending` (its last write is
+    /// still in flight), returns the [`Linger`] the background write must finish.
+    pub(crate) fn output_dropped(&mut self, stream: u32, pending: bool) -> Option<Arc<Linger>> {
+        let socket = self.outputs.remove(&stream)?;
+        if !pending {
+            return None;
+        }
+        let linger = Arc::new(Linger {
+            state: AtomicU8::new(PENDING),
+            lingering: self.lingering.clone(),
+        });
+        self.closing.insert(socket, linger.clone());
+        Some(linger)
     }
 }
 
 impl Drop for SocketLedger {
-    /// The store is gone and its sockets with it.
+    /// The store is gone and its sockets with it, except those whose last write lingers.
     fn drop(&mut self) {
-        HELD.fetch_sub(u64::from(self.held), Ordering::Relaxed);
+        let lingering = self.closing.values().filter(|l| l.charge()).count() as u64;
+        HELD.fetch_sub(
+            u64::from(self.held).saturating_sub(lingering),
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -276,6 +377,7 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
             match refusal {
                 Ok(()) => {
                     state.ledger.accepted.insert(accepted.0.rep());
+                    state.ledger.connected(accepted.0.rep(), accepted.2.rep());
                     Ok((Ok(accepted),))
                 }
                 Err(refusal) => {
@@ -296,6 +398,20 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
                     Ok((Err(code),))
                 }
             }
+        },
+    )?;
+    linker.instance(TCP)?.func_wrap(
+        "[method]tcp-socket.finish-connect",
+        |mut store: StoreContextMut<'_, HostState>, (socket,): (Resource<TcpSocket>,)| {
+            let rep = socket.rep();
+            let state = store.data_mut();
+            let mut view = state.sockets();
+            let result = HostTcpSocket::finish_connect(&mut view, socket);
+            let result = settle(&mut view, result)?;
+            if let Ok((_, output)) = &result {
+                state.ledger.connected(rep, output.rep());
+            }
+            Ok((result,))
         },
     )?;
     linker.instance(TCP)?.resource(
@@ -385,4 +501,205 @@ pub(crate) fn busy_ticks(max_busy: Duration) -> u32 {
         .as_millis()
         .div_ceil(EPOCH_TICK.as_millis())
         .clamp(1, u128::from(u32::MAX)) as u32
+}
+
+/// Limits what a guest's wasm may allocate: the sum of all its linear memories against
+/// `max-memory`, the sum of all its tables' elements, and how many instances, memories and
+/// tables it may create. wasmtime's own `StoreLimits` applies the memory limit to each memory
+/// on its own, so a component with four memories could hold four times `max-memory`.
+pub(crate) struct GuestLimiter {
+    guest: String,
+    max_memory: usize,
+    /// Bytes of all memories together: the sum of every size the limiter allowed (an allowed
+    /// growth the OS then failed stays counted, erring on the safe side; memories never
+    /// shrink and are freed only with the store).
+    memory: usize,
+    table_elements: usize,
+    /// A refused growth was reported.
+    warned: bool,
+}
+
+impl GuestLimiter {
+    pub(crate) fn new(guest: &str, max_memory: u64) -> GuestLimiter {
+        GuestLimiter {
+            guest: guest.to_string(),
+            max_memory: usize::try_from(max_memory).unwrap_or(usize::MAX),
+            memory: 0,
+            table_elements: 0,
+            warned: false,
+        }
+    }
+
+    /// Says (once per guest: a guest may retry in a loop) why a growth was refused.
+    fn refuse(&mut self, why: impl FnOnce() -> String) -> bool {
+        if !std::mem::replace(&mut self.warned, true) {
+            tracing::warn!(
+                "guest `{}`: {}; the growth fails inside the guest",
+                self.guest,
+                why()
+            );
+        }
+        false
+    }
+}
+
+impl ResourceLimiter for GuestLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Past its own declared maximum wasmtime fails the growth after asking: refused here,
+        // so every growth allowed below is one that happens.
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        let total = self.memory.saturating_add(desired.saturating_sub(current));
+        if total > self.max_memory {
+            let max = self.max_memory;
+            return Ok(self.refuse(|| {
+                format!(
+                    "refused to grow a memory to {desired} bytes: its memories together would \
+                     hold {total} bytes, over max-memory ({max} bytes)"
+                )
+            }));
+        }
+        self.memory = total;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        let total = self
+            .table_elements
+            .saturating_add(desired.saturating_sub(current));
+        if total > MAX_TABLE_ELEMENTS {
+            return Ok(self.refuse(|| {
+                format!(
+                    "refused to grow a table to {desired} elements: its tables together would \
+                     hold {total}, over the host's limit of {MAX_TABLE_ELEMENTS}"
+                )
+            }));
+        }
+        self.table_elements = total;
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+}
+
+impl Drop for GuestLimiter {
+    fn drop(&mut self) {
+        tracing::debug!(
+            guest = %self.guest,
+            memory = self.memory,
+            table_elements = self.table_elements,
+            "the guest's wasm allocations at its end"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger(max_sockets: u32) -> SocketLedger {
+        let limits = Enforced {
+            max_sockets,
+            max_connections: 10,
+            max_busy: DEFAULT_MAX_BUSY,
+        };
+        SocketLedger::new(true, true, &limits)
+    }
+
+    #[test]
+    fn memory_is_counted_over_all_memories() {
+        let mut limiter = GuestLimiter::new("g", 100);
+        // Two memories created with 40 bytes each, then each grown by 10.
+        assert!(limiter.memory_growing(0, 40, None).unwrap());
+        assert!(limiter.memory_growing(0, 40, None).unwrap());
+        assert!(limiter.memory_growing(40, 50, None).unwrap());
+        assert!(limiter.memory_growing(40, 50, None).unwrap());
+        // A third memory would take the sum past 100, even though it alone is small.
+        assert!(!limiter.memory_growing(0, 10, None).unwrap());
+        assert_eq!(limiter.memory, 100);
+        // Past a memory's own maximum: refused, and not counted.
+        let mut limiter = GuestLimiter::new("g", 100);
+        assert!(!limiter.memory_growing(0, 20, Some(10)).unwrap());
+        assert_eq!(limiter.memory, 0);
+    }
+
+    #[test]
+    fn table_elements_are_counted_over_all_tables() {
+        let mut limiter = GuestLimiter::new("g", 100);
+        assert!(
+            limiter
+                .table_growing(0, MAX_TABLE_ELEMENTS / 2, None)
+                .unwrap()
+        );
+        assert!(
+            limiter
+                .table_growing(0, MAX_TABLE_ELEMENTS / 2, None)
+                .unwrap()
+        );
+        assert!(!limiter.table_growing(0, 1, None).unwrap());
+    }
+
+    #[test]
+    fn a_lingering_close_counts_until_it_is_done() {
+        let mut ledger = ledger(2);
+        ledger.take().ok().unwrap();
+        ledger.connected(1, 100);
+        // The output stream is dropped with a write in flight, then the socket.
+        let linger = ledger
+            .output_dropped(100, true)
+            .expect("a socket's stream lingers");
+        ledger.release(1);
+        assert_eq!(ledger.held, 0);
+        assert_eq!(ledger.lingering.load(Ordering::Acquire), 1);
+        ledger.take().ok().unwrap();
+        assert!(matches!(ledger.take(), Err(Refusal::MaxSockets(2))));
+        linger.finished();
+        assert_eq!(ledger.lingering.load(Ordering::Acquire), 0);
+        ledger.take().ok().unwrap();
+    }
+
+    #[test]
+    fn a_close_that_ends_before_its_socket_is_dropped_counts_once() {
+        let mut ledger = ledger(1);
+        ledger.take().ok().unwrap();
+        ledger.connected(1, 100);
+        let linger = ledger.output_dropped(100, true).unwrap();
+        linger.finished();
+        ledger.release(1);
+        assert_eq!(ledger.lingering.load(Ordering::Acquire), 0);
+        ledger.take().ok().unwrap();
+    }
+
+    #[test]
+    fn streams_with_nothing_in_flight_or_no_socket_do_not_linger() {
+        let mut ledger = ledger(1);
+        ledger.connected(1, 100);
+        assert!(ledger.output_dropped(100, false).is_none());
+        assert!(ledger.output_dropped(7, true).is_none());
+        assert!(ledger.closing.is_empty() && ledger.outputs.is_empty());
+    }
 }

@@ -31,7 +31,7 @@ use anyhow::{Result, anyhow, bail};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{CallHook, Store, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{CallHook, Store, UpdateDeadline};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
@@ -440,7 +440,8 @@ impl SandboxBuilder {
         network::grant(&mut wasi, gate.clone(), shared.clone());
 
         let max_memory = (self.policy.limits.max_memory).unwrap_or(limits::DEFAULT_MAX_MEMORY);
-        let limits = StoreLimitsBuilder::new().memory_size(max_memory as usize);
+        // All memories together, not each on its own (wasmtime's `StoreLimits`).
+        let limits = limits::GuestLimiter::new(&name, max_memory);
         let enforced = limits::Enforced::new(
             &self.policy.limits,
             limits::default_max_sockets(self.process_share),
@@ -450,7 +451,7 @@ impl SandboxBuilder {
         let state = HostState {
             wasi: wasi.build(),
             table,
-            limits: limits.build(),
+            limits,
             ledger: limits::SocketLedger::new(
                 self.policy.grants_tcp(),
                 self.policy.grants_udp(),

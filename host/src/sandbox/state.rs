@@ -7,11 +7,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, watch};
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::limits::SocketLedger;
+use super::limits::{GuestLimiter, SocketLedger};
 use super::output;
 use super::{ReadySocket, Transport};
 use crate::audit::{
@@ -29,7 +28,7 @@ const DECISIONS_MAX_BYTES: usize = 4 * 1024 * 1024;
 pub(crate) struct HostState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: GuestLimiter,
     pub(crate) gate: Arc<Gate>,
     pub(crate) shared: Arc<Shared>,
     /// Other instances bind the same addresses (`SO_REUSEPORT` on every new socket).
