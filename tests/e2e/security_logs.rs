@@ -26,20 +26,22 @@ fn echo_once(addr: SocketAddr, text: &str, patience: Duration) -> std::io::Resul
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// Item 3: a name with a terminal escape and a newline reaches stderr and the audit log as
-/// one escaped line.
+/// Item 3: a name with a terminal escape and a newline never reaches stderr or the audit log
+/// as it was written: the lookup is refused as no DNS name before anything is recorded (the
+/// escaping of every guest string that is recorded is `audit::log_text`'s unit test).
 #[test]
-fn a_guest_chosen_name_is_escaped_in_stderr_and_the_audit_log() {
+fn a_name_with_escapes_and_newlines_never_reaches_stderr_or_the_audit_log() {
     let dir = temp_dir("logs-escape");
     let audit = dir.join("audit.jsonl");
     let name = "evil\u{1b}[2J\nsockbox: forged line\r";
-    let (code, _stdout, stderr) = sockbox(&[
+    let (code, stdout, stderr) = sockbox(&[
         "run",
         &hostile(),
         "--audit",
         audit.to_str().unwrap(),
         "--",
         &format!("dns:{name}"),
+        "dns:ok.test",
     ]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
@@ -51,27 +53,30 @@ fn a_guest_chosen_name_is_escaped_in_stderr_and_the_audit_log() {
         !stderr.lines().any(|l| l.starts_with("sockbox: forged")),
         "{stderr}"
     );
+    // The guest was told the name is no name at all.
+    let result = stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT dns:evil"))
+        .expect("a result line for the evil name");
+    assert!(
+        result.contains("err") && result.contains("invalid"),
+        "{result}"
+    );
+    // The one denial printed and audited is the well-formed name's.
     let denial: Vec<&str> = stderr
         .lines()
         .filter(|l| l.contains("denied dns"))
         .collect();
     assert_eq!(denial.len(), 1, "{stderr}");
-    assert!(
-        denial[0].contains(r"evil\u{1b}[2J\nsockbox: forged line\r"),
-        "{stderr}"
-    );
+    assert!(denial[0].contains("ok.test"), "{stderr}");
     let text = std::fs::read_to_string(&audit).unwrap();
-    let events: Vec<serde_json::Value> = text
+    let addrs: Vec<String> = text
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["use"] == "dns")
+        .map(|e| e["addr"].as_str().unwrap().to_string())
         .collect();
-    let dns = events
-        .iter()
-        .find(|e| e["use"] == "dns")
-        .expect("a dns event");
-    let addr = dns["addr"].as_str().unwrap();
-    assert!(!addr.chars().any(char::is_control), "{addr:?}");
-    assert_eq!(addr, r"evil\u{1b}[2J\nsockbox: forged line\r");
+    assert_eq!(addrs, ["ok.test"], "{text}");
 }
 
 /// Items 5 and 6 under `learn`: a looked-up name cannot add a line to the learned policy,
