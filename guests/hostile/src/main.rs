@@ -16,7 +16,9 @@
 //! `tcp-sockets:N` `udp-sockets:N` (create N sockets and keep them, to meet `--max-sockets`).
 //! `trap` (wasm `unreachable`) `exit:N` (exit with status N) `spin` (compute forever without
 //! calling the host) `hold` (sleep forever in a host call): what a supervisor must survive.
+//! `udp-conversation:DECOY:MS` `hop-marks:N`: see `udp_conv`.
 
+mod udp_conv;
 mod wasi;
 
 use std::io::Write;
@@ -69,6 +71,8 @@ fn try_attempt(attempt: &str) -> Result<String, String> {
         ),
         "spin" => spin(),
         "hold" => hold(),
+        "udp-conversation" => udp_conv::conversation(target),
+        "hop-marks" => udp_conv::hop_marks(target),
         _ => Err(format!("unknown attempt {attempt:?}")),
     }
 }

@@ -26,7 +26,7 @@ pub use file::{
 };
 pub use gate::{
     DEFAULT_ACCEPT, DEFAULT_UDP_RECV, Gate, IMPLICIT_TCP_BIND, IMPLICIT_UDP_BIND, MAX_PEERS,
-    REPLY_RECV, REPLY_SEND, SocketOp, Verdict,
+    PEER_IDLE, REPLY_RECV, REPLY_SEND, SocketOp, UdpRole, UdpSocketState, Verdict,
 };
 pub use rule::{
     AddrPattern, Decision, NamePattern, Pattern, PortRange, Rule, Use, is_implicit_bind_addr,
