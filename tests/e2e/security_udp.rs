@@ -329,3 +329,45 @@ async fn a_flood_of_refused_datagrams_keeps_no_host_call_busy() {
     let exit = neighbour.stop(Duration::from_secs(10)).await;
     assert!(exit.is_clean(), "{exit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_receive_call_reads_a_bounded_number_of_refused_datagrams() {
+    // 300 refused datagrams queued before the guest's first receive, then one it may hear.
+    let mut guest = Sandbox::builder(test_guest("hostile"))
+        .policy(policy(&[], &["127.0.0.1:0"], &["udp-recv=127.0.0.2"]))
+        .args(["udp-receive-calls:127.0.0.1:0:1500"])
+        .capture_output(true)
+        .start()
+        .await
+        .expect("guest starts");
+    let port: u16 = line_starting(&guest, "BOUND ").await.parse().unwrap();
+    let target = SocketAddr::from(([127, 0, 0, 1], port));
+    let stranger = loopback_socket("127.0.0.1");
+    for _ in 0..300 {
+        stranger.send_to(b"refused", target).unwrap();
+    }
+    loopback_socket("127.0.0.2")
+        .send_to(b"allowed", target)
+        .unwrap();
+    tokio::time::timeout(PATIENCE, guest.wait()).await.unwrap();
+    let results = hostile_results(&guest.stdout());
+    assert_eq!(results.len(), 1, "{}", guest.stdout());
+    let refused = guest
+        .decisions()
+        .iter()
+        .filter(|d| d.use_ == "udp-recv" && !d.allowed())
+        .count();
+    // The kernel kept more than one call's worth (else this proves nothing).
+    assert!(refused > 256, "only {refused} refused datagrams arrived");
+    let empty: usize = results[0]
+        .detail
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", results[0]));
+    assert!(
+        results[0].ok && empty >= 1 && results[0].detail.contains("from 127.0.0.2:"),
+        "one call drained all {refused} refused datagrams: {}",
+        results[0]
+    );
+}

@@ -16,7 +16,7 @@
 //! `tcp-sockets:N` `udp-sockets:N` (create N sockets and keep them, to meet `--max-sockets`).
 //! `trap` (wasm `unreachable`) `exit:N` (exit with status N) `spin` (compute forever without
 //! calling the host) `hold` (sleep forever in a host call): what a supervisor must survive.
-//! `udp-conversation:DECOY:MS` `hop-marks:N`: see `udp_conv`.
+//! `udp-conversation:DECOY:MS` `hop-marks:N` `udp-receive-calls:ADDR:MS`: see `udp_conv`.
 
 mod udp_conv;
 mod wasi;
@@ -73,6 +73,7 @@ fn try_attempt(attempt: &str) -> Result<String, String> {
         "hold" => hold(),
         "udp-conversation" => udp_conv::conversation(target),
         "hop-marks" => udp_conv::hop_marks(target),
+        "udp-receive-calls" => udp_conv::receive_calls(target),
         _ => Err(format!("unknown attempt {attempt:?}")),
     }
 }

@@ -78,3 +78,46 @@ pub fn hop_marks(count: &str) -> Result<String, String> {
     }
     Ok(format!("marked {count} TCP and {count} UDP sockets"))
 }
+
+/// `udp-receive-calls:ADDR:MS`: binds ADDR, prints `BOUND <port>`, sleeps MS (the test queues
+/// datagrams meanwhile), then calls `receive` without waiting in between until a call returns
+/// a datagram, and reports how many calls returned none before it. A host that drops refused
+/// datagrams inside one call drains any number of them in the first call.
+pub fn receive_calls(target: &str) -> Result<String, String> {
+    use wasip2::sockets::instance_network::instance_network;
+    let (addr, millis) = target
+        .rsplit_once(':')
+        .ok_or_else(|| format!("expected ADDR:MS, got {target:?}"))?;
+    let addr: SocketAddr = parse_addr(addr)?;
+    let millis: u64 = millis
+        .parse()
+        .map_err(|_| format!("not milliseconds: {millis}"))?;
+    let wasi_err = |e: wasip2::sockets::network::ErrorCode| format!("{e:?}");
+    let network = instance_network();
+    let socket = wasip2::sockets::udp_create_socket::create_udp_socket(crate::wasi::family(addr))
+        .map_err(wasi_err)?;
+    socket
+        .start_bind(&network, crate::wasi::to_wasi(addr))
+        .map_err(wasi_err)?;
+    socket.finish_bind().map_err(wasi_err)?;
+    // Room for a few hundred small datagrams (the kernel caps it at its maximum).
+    let _ = socket.set_receive_buffer_size(4 << 20);
+    let local = crate::wasi::from_wasi(socket.local_address().map_err(wasi_err)?);
+    println!("BOUND {}", local.port());
+    std::io::stdout().flush().map_err(describe)?;
+    std::thread::sleep(Duration::from_millis(millis));
+    let (incoming, outgoing) = socket.stream(None).map_err(wasi_err)?;
+    let mut empty = 0;
+    let mut result = Err("no datagram came".to_string());
+    for _ in 0..100_000 {
+        let datagrams = incoming.receive(16).map_err(wasi_err)?;
+        if let Some(first) = datagrams.first() {
+            let from = crate::wasi::from_wasi(first.remote_address);
+            result = Ok(format!("{empty} empty calls, then one from {from}"));
+            break;
+        }
+        empty += 1;
+    }
+    drop((incoming, outgoing));
+    result
+}
