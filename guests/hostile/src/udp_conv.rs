@@ -107,16 +107,14 @@ pub fn receive_calls(target: &str) -> Result<String, String> {
     std::io::stdout().flush().map_err(describe)?;
     std::thread::sleep(Duration::from_millis(millis));
     let (incoming, outgoing) = socket.stream(None).map_err(wasi_err)?;
-    let mut empty = 0;
     let mut result = Err("no datagram came".to_string());
-    for _ in 0..100_000 {
+    for empty in 0..100_000 {
         let datagrams = incoming.receive(16).map_err(wasi_err)?;
         if let Some(first) = datagrams.first() {
             let from = crate::wasi::from_wasi(first.remote_address);
             result = Ok(format!("{empty} empty calls, then one from {from}"));
             break;
         }
-        empty += 1;
     }
     drop((incoming, outgoing));
     result
