@@ -11,11 +11,13 @@
 //! narrow it, and may answer whoever it heard); a socket bound only because it sends (the
 //! wildcard, port-0 bind a `udp-send` grant allows) is a client and hears only the peers *it*
 //! sent to. Either way a peer is remembered for [`PEER_IDLE`] after its last datagram, at most
-//! [`MAX_PEERS`] per socket, so one datagram never opens a path forever or on another socket.
+//! [`MAX_PEERS`] per socket and [`MAX_GUEST_PEERS`] per guest, so one datagram never opens a
+//! path forever or on another socket, and remote peers cannot grow the host's memory unbounded.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::Policy;
@@ -36,7 +38,10 @@ pub const IMPLICIT_UDP_BIND: &str = "default: implicit bind before udp-send";
 
 /// How many UDP peers one socket remembers for replies; the least recently used is forgotten
 /// first.
-pub const MAX_PEERS: usize = 1024;
+pub const MAX_PEERS: usize = 4096;
+/// How many UDP peers all sockets of one guest remember together (about 100 bytes each).
+/// At this count a socket makes room among its own peers, or remembers no new one.
+pub const MAX_GUEST_PEERS: usize = 65_536;
 /// How long a UDP peer is remembered after its last allowed datagram (either way). Like
 /// conntrack's UDP timeout (30 s for a flow; longer only once it is "assured", which sockbox
 /// does not distinguish): a conversation that goes quiet must be opened again by the side
@@ -90,11 +95,21 @@ pub enum UdpRole {
     Server,
 }
 
-/// The conversation state of one UDP socket. The sandbox keeps one per socket and asks
+/// The conversation state of one UDP socket. The sandbox keeps one per socket (made by
+/// [`Gate::udp_socket`], which counts its peers against the guest's) and asks
 /// [`Gate::check_udp`] with it.
 #[derive(Debug, Default)]
 pub struct UdpSocketState {
     inner: Mutex<Conversation>,
+    /// Peers remembered by all sockets of the guest.
+    guest_peers: Arc<AtomicUsize>,
+}
+
+impl Drop for UdpSocketState {
+    fn drop(&mut self) {
+        let held = self.lock().peers.entries.len();
+        self.guest_peers.fetch_sub(held, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -111,7 +126,7 @@ impl UdpSocketState {
     /// Peers remembered at `now` (expired ones are not counted).
     pub fn peer_count(&self, now: Instant) -> usize {
         let mut c = self.lock();
-        c.peers.expire(now);
+        c.peers.expire(now, &self.guest_peers);
         c.peers.entries.len()
     }
 
@@ -125,11 +140,29 @@ impl UdpSocketState {
 #[derive(Debug)]
 pub struct Gate {
     policy: Policy,
+    /// UDP peers remembered by all sockets of this guest (see [`MAX_GUEST_PEERS`]).
+    udp_peers: Arc<AtomicUsize>,
 }
 
 impl Gate {
     pub fn new(policy: Policy) -> Gate {
-        Gate { policy }
+        Gate {
+            policy,
+            udp_peers: Arc::default(),
+        }
+    }
+
+    /// The state of a new UDP socket of this guest.
+    pub fn udp_socket(&self) -> UdpSocketState {
+        UdpSocketState {
+            inner: Mutex::default(),
+            guest_peers: self.udp_peers.clone(),
+        }
+    }
+
+    /// UDP peers remembered by all sockets of this guest.
+    pub fn udp_peers(&self) -> usize {
+        self.udp_peers.load(Ordering::Relaxed)
     }
 
     pub fn policy(&self) -> &Policy {
@@ -226,10 +259,12 @@ impl Gate {
             SocketOp::UdpSend => {
                 let mut c = socket.lock();
                 let mut d = p.decide(Use::UdpSend, addr);
-                if !d.allowed && c.peers.contains(addr, now) {
+                if !d.allowed && c.peers.contains(addr, now, &socket.guest_peers) {
                     d = Decision::allow(REPLY_SEND);
                 }
-                let repeat = d.allowed && c.peers.touch(addr, Direction::Send, now);
+                let repeat = d.allowed
+                    && c.peers
+                        .touch(addr, Direction::Send, now, &socket.guest_peers);
                 Verdict {
                     repeat,
                     ..verdict(Use::UdpSend, d)
@@ -245,10 +280,12 @@ impl Gate {
                     // A socket bound only to send hears its own peers and nobody else.
                     UdpRole::Client | UdpRole::Unbound => Decision::deny(),
                 };
-                if !d.allowed && c.peers.contains(addr, now) {
+                if !d.allowed && c.peers.contains(addr, now, &socket.guest_peers) {
                     d = Decision::allow(REPLY_RECV);
                 }
-                let repeat = d.allowed && c.peers.touch(addr, Direction::Receive, now);
+                let repeat = d.allowed
+                    && c.peers
+                        .touch(addr, Direction::Receive, now, &socket.guest_peers);
                 Verdict {
                     repeat,
                     ..verdict(Use::UdpRecv, d)
@@ -308,7 +345,7 @@ impl Peers {
 
     /// Forgets the peers idle for longer than [`PEER_IDLE`] at `now`. The least recently
     /// used come first, so this stops at the first one still fresh.
-    fn expire(&mut self, now: Instant) {
+    fn expire(&mut self, now: Instant, guest: &AtomicUsize) {
         while let Some((&seq, &key)) = self.by_age.first_key_value() {
             let fresh = self
                 .entries
@@ -317,21 +354,46 @@ impl Peers {
             if fresh {
                 break;
             }
-            self.by_age.remove(&seq);
-            self.entries.remove(&key);
+            self.forget_oldest(seq, key, guest);
         }
     }
 
-    fn contains(&mut self, addr: SocketAddr, now: Instant) -> bool {
-        self.expire(now);
+    fn forget_oldest(&mut self, seq: u64, key: (IpAddr, u16), guest: &AtomicUsize) {
+        self.by_age.remove(&seq);
+        if self.entries.remove(&key).is_some() {
+            guest.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn contains(&mut self, addr: SocketAddr, now: Instant, guest: &AtomicUsize) -> bool {
+        self.expire(now, guest);
         self.entries.contains_key(&Peers::key(addr))
     }
 
     /// Marks the peer used at `now` in `direction`; true if that direction was reported
-    /// before (within the peer's current life in the set).
-    fn touch(&mut self, addr: SocketAddr, direction: Direction, now: Instant) -> bool {
-        self.expire(now);
+    /// before (within the peer's current life in the set). A new peer takes the place of this
+    /// socket's least recently used one if the socket or the guest (`guest` counts its
+    /// peers) is at its cap; with no peer of its own to give up, it is not remembered.
+    fn touch(
+        &mut self,
+        addr: SocketAddr,
+        direction: Direction,
+        now: Instant,
+        guest: &AtomicUsize,
+    ) -> bool {
+        self.expire(now, guest);
         let key = Peers::key(addr);
+        if !self.entries.contains_key(&key) {
+            let full =
+                self.entries.len() >= MAX_PEERS || guest.load(Ordering::Relaxed) >= MAX_GUEST_PEERS;
+            if full {
+                let Some((&seq, &oldest)) = self.by_age.first_key_value() else {
+                    return false;
+                };
+                self.forget_oldest(seq, oldest, guest);
+            }
+            guest.fetch_add(1, Ordering::Relaxed);
+        }
         self.seq += 1;
         let bit = direction as u8;
         let peer = self.entries.entry(key).or_insert(Peer {
@@ -345,10 +407,6 @@ impl Peers {
         peer.last_used = now;
         peer.reported |= bit;
         self.by_age.insert(self.seq, key);
-        while self.entries.len() > MAX_PEERS {
-            let (_, oldest) = self.by_age.pop_first().expect("non-empty");
-            self.entries.remove(&oldest);
-        }
         seen
     }
 }
@@ -510,7 +568,7 @@ mod tests {
 
     /// A socket after the bind of `addr` was checked (and allowed).
     fn bound(g: &Gate, addr: &str) -> UdpSocketState {
-        let socket = UdpSocketState::default();
+        let socket = g.udp_socket();
         let v = g.check_udp(&socket, SocketOp::UdpBind, sa(addr), Instant::now());
         assert!(v.allowed, "bind {addr}");
         socket
@@ -736,6 +794,59 @@ mod tests {
         let c = s.lock();
         assert_eq!(c.peers.entries.len(), MAX_PEERS);
         assert_eq!(c.peers.by_age.len(), MAX_PEERS);
+    }
+
+    #[test]
+    fn the_guests_sockets_together_remember_at_most_max_guest_peers() {
+        let g = gate(&[], &["127.0.0.1:0"], &[]);
+        let now = Instant::now();
+        let peer = |i: usize| {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + (i / 60_000) as u32);
+            SocketAddr::new(ip.into(), 1 + (i % 60_000) as u16)
+        };
+        let sockets: Vec<_> = (0..MAX_GUEST_PEERS / MAX_PEERS)
+            .map(|_| bound(&g, "127.0.0.1:0"))
+            .collect();
+        let mut i = 0;
+        for s in &sockets {
+            for _ in 0..MAX_PEERS {
+                assert!(g.check_udp(s, SocketOp::UdpReceive, peer(i), now).allowed);
+                i += 1;
+            }
+        }
+        assert_eq!(g.udp_peers(), MAX_GUEST_PEERS);
+        // At the guest's cap, a socket with peers makes room among its own...
+        assert!(
+            g.check_udp(&sockets[0], SocketOp::UdpReceive, peer(i), now)
+                .allowed
+        );
+        assert_eq!(sockets[0].peer_count(now), MAX_PEERS);
+        assert!(
+            !g.check_udp(&sockets[0], SocketOp::UdpSend, peer(0), now)
+                .allowed
+        );
+        assert!(
+            g.check_udp(&sockets[0], SocketOp::UdpSend, peer(i), now)
+                .allowed
+        );
+        // ...a new socket still hears (the datagram is allowed) but remembers nobody.
+        let extra = bound(&g, "127.0.0.1:0");
+        assert!(
+            g.check_udp(&extra, SocketOp::UdpReceive, peer(i + 1), now)
+                .allowed
+        );
+        assert_eq!(extra.peer_count(now), 0);
+        assert_eq!(g.udp_peers(), MAX_GUEST_PEERS);
+        // A closed socket gives its peers back; expired peers are given back too.
+        drop(sockets);
+        assert_eq!(g.udp_peers(), 0);
+        assert!(
+            g.check_udp(&extra, SocketOp::UdpReceive, peer(1), now)
+                .allowed
+        );
+        assert_eq!(g.udp_peers(), 1);
+        extra.peer_count(now + PEER_IDLE + Duration::from_secs(1));
+        assert_eq!(g.udp_peers(), 0);
     }
 
     #[test]

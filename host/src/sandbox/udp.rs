@@ -101,7 +101,7 @@ pub(crate) async fn create_socket(
     state: &mut HostState,
     family: IpAddressFamily,
 ) -> Result<Resource<UdpSocket>, SocketError> {
-    let socket_state = Arc::new(UdpSocketState::default());
+    let socket_state = Arc::new(state.gate.udp_socket());
     // wasmtime-wasi copies the context's check into each socket it creates, and offers no
     // other way to give one socket its own: build a context with this socket's check and
     // lend it to the constructor.
