@@ -33,7 +33,7 @@ use wasmtime_wasi::p2::bindings::sockets::udp::{
 };
 use wasmtime_wasi::p2::bindings::sockets::udp_create_socket;
 use wasmtime_wasi::p2::{SocketError, UdpSocket};
-use wasmtime_wasi::sockets::WasiSocketsView;
+use wasmtime_wasi::sockets::{WasiSocketsCtxView, WasiSocketsView};
 
 use super::network;
 use super::state::HostState;
@@ -104,7 +104,7 @@ pub(crate) async fn create_socket(
     let socket_state = Arc::new(state.gate.udp_socket());
     // wasmtime-wasi copies the context's check into each socket it creates, and offers no
     // other way to give one socket its own: build a context with this socket's check and
-    // lend it to the constructor.
+    // create the socket in it (the guest's table is the same).
     let mut builder = WasiCtxBuilder::new();
     network::grant_udp_socket(
         &mut builder,
@@ -113,10 +113,11 @@ pub(crate) async fn create_socket(
         socket_state.clone(),
     );
     let mut own = std::mem::take(builder.build().sockets());
-    let mut view = state.sockets();
-    std::mem::swap(view.ctx, &mut own);
+    let mut view = WasiSocketsCtxView {
+        ctx: &mut own,
+        table: &mut state.table,
+    };
     let result = udp_create_socket::Host::create_udp_socket(&mut view, family).await;
-    std::mem::swap(view.ctx, &mut own);
     let socket = result?;
     state.udp.insert_socket(socket.rep(), &socket_state);
     Ok(socket)
