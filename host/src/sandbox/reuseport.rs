@@ -218,6 +218,19 @@ pub(crate) fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
+/// Shared addresses one instance may hold: far more than a server serves on; the bound keeps
+/// a guest binding port after port from growing the table without end.
+const MAX_CLAIMS: usize = 4096;
+
+/// Why an address could not be claimed.
+#[derive(Debug, PartialEq, Eq)]
+enum Unclaimed {
+    /// Another group (this one) holds it or an overlapping address.
+    Taken(u64),
+    /// The instance holds [`MAX_CLAIMS`] already.
+    Full,
+}
+
 /// The shared addresses one instance (store) holds; released when it ends.
 #[derive(Debug)]
 pub(crate) struct PortClaims {
@@ -233,18 +246,21 @@ impl PortClaims {
         }
     }
 
-    /// Claims `addr` for this instance's group; the group holding it (or an overlapping one)
-    /// otherwise. True if this call added the claim (the caller releases it if the bind fails).
-    fn claim(&mut self, transport: Transport, addr: SocketAddr) -> Result<bool, u64> {
+    /// Claims `addr` for this instance's group. True if this call added the claim (the caller
+    /// releases it if the bind fails).
+    fn claim(&mut self, transport: Transport, addr: SocketAddr) -> Result<bool, Unclaimed> {
         if self.held.contains(&(transport, addr)) {
             return Ok(false);
+        }
+        if self.held.len() >= MAX_CLAIMS {
+            return Err(Unclaimed::Full);
         }
         let mut claims = lock_claims();
         if let Some(other) = claims
             .iter()
             .find(|c| c.transport == transport && overlaps(c.addr, addr) && c.group != self.group)
         {
-            return Err(other.group);
+            return Err(Unclaimed::Taken(other.group));
         }
         match claims
             .iter_mut()
@@ -290,8 +306,9 @@ fn lock_claims() -> std::sync::MutexGuard<'static, Vec<Claim>> {
     CLAIMS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Replaces `start-bind` of both socket kinds: for a guest that shares its ports, a bind is
-/// checked against (and recorded in) the process's claims. Must run after wasmtime-wasi's own
+/// Replaces `start-bind` of both socket kinds and TCP `start-listen`: for a guest that shares
+/// its ports, a bind is checked against (and recorded in) the process's claims, and so is the
+/// address a listener got. Must run after wasmtime-wasi's own
 /// `add_to_linker`.
 pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
     linker.allow_shadowing(true);
@@ -319,7 +336,29 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
                         .ok()
                         .map(SocketAddr::from)
                 });
-                post_bind(state, Transport::Tcp, addr, claimed, bound.flatten());
+                post_bind(state, Transport::Tcp, addr, claimed, bound.flatten(), false);
+                Ok((result,))
+            })
+        },
+    )?;
+    linker.instance(TCP)?.func_wrap_async(
+        "[method]tcp-socket.start-listen",
+        |mut store: StoreContextMut<'_, HostState>, (socket,): (Resource<TcpSocket>,)| {
+            Box::new(async move {
+                let rep = socket.rep();
+                let state = store.data_mut();
+                let mut view = state.sockets();
+                let result = match HostTcpSocket::start_listen(&mut view, socket).await {
+                    Ok(()) => Ok(()),
+                    Err(err) => Err(view.convert_error_code(err)?),
+                };
+                let local = HostTcpSocket::local_address(&mut view, Resource::new_borrow(rep));
+                if result.is_ok()
+                    && state.share_ports
+                    && let Ok(local) = local
+                {
+                    claim_bound(state, Transport::Tcp, SocketAddr::from(local));
+                }
                 Ok((result,))
             })
         },
@@ -366,7 +405,8 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
                         .ok()
                         .map(SocketAddr::from)
                 });
-                post_bind(state, Transport::Udp, addr, claimed, bound.flatten());
+                let serving = state.udp.serves(rep);
+                post_bind(state, Transport::Udp, addr, claimed, bound.flatten(), serving);
                 Ok((result,))
             })
         },
@@ -393,22 +433,34 @@ fn pre_bind(
     if !state.gate.check(op, addr).allowed {
         return Ok(false);
     }
-    state.ports.claim(transport, addr).map_err(|_| {
-        tracing::warn!(
-            guest = %state.shared.guest,
-            "{transport} {addr} is shared by another guest's instances; bind refused (address-in-use)"
-        );
+    state.ports.claim(transport, addr).map_err(|why| {
+        let guest = &state.shared.guest;
+        match why {
+            Unclaimed::Taken(_) => tracing::warn!(
+                guest = %guest,
+                "{transport} {addr} is shared by another guest's instances; bind refused \
+                 (address-in-use)"
+            ),
+            Unclaimed::Full => tracing::warn!(
+                guest = %guest,
+                "{transport} {addr}: this instance holds {MAX_CLAIMS} shared addresses already; \
+                 bind refused (address-in-use)"
+            ),
+        }
         ErrorCode::AddressInUse
     })
 }
 
-/// After the bind: a failed one gives its claim back; one to port 0 claims the port it got.
+/// After the bind: a failed one gives its claim back; a UDP server's bind to port 0 claims
+/// the port it got (a TCP socket's is claimed when it listens; client sockets, bound to send
+/// or connect, claim nothing).
 fn post_bind(
     state: &mut HostState,
     transport: Transport,
     addr: SocketAddr,
     claimed: bool,
     bound: Option<SocketAddr>,
+    serving: bool,
 ) {
     let Some(actual) = bound else {
         if claimed {
@@ -418,9 +470,16 @@ fn post_bind(
     };
     // The kernel gave a port no other sharing socket held (TCP never shares a port 0, and the
     // UDP bind above was unshared), so the claim cannot conflict.
-    let port_zero = state.share_ports && addr.port() == 0;
-    if port_zero && state.ports.claim(transport, actual).is_err() {
-        tracing::error!("{transport} {actual} was bound while another guest shares it");
+    if state.share_ports && addr.port() == 0 && serving {
+        claim_bound(state, transport, actual);
+    }
+}
+
+/// Claims an address the kernel chose (a port no other sharing socket held: TCP never shares
+/// a port 0, and a UDP port-0 bind is made unshared), so only the cap can refuse it.
+fn claim_bound(state: &mut HostState, transport: Transport, actual: SocketAddr) {
+    if let Err(why) = state.ports.claim(transport, actual) {
+        tracing::warn!(guest = %state.shared.guest, "{transport} {actual} not claimed: {why:?}");
     }
 }
 
@@ -442,17 +501,39 @@ mod tests {
         assert_eq!(a0.claim(Transport::Tcp, addr), Ok(true));
         assert_eq!(a0.claim(Transport::Tcp, addr), Ok(false), "held already");
         assert_eq!(a1.claim(Transport::Tcp, addr), Ok(true));
-        assert_eq!(b0.claim(Transport::Tcp, addr), Err(a));
+        assert_eq!(b0.claim(Transport::Tcp, addr), Err(Unclaimed::Taken(a)));
         // The wildcard overlaps; the other transport and the other family do not.
-        assert_eq!(b0.claim(Transport::Tcp, sa("0.0.0.0:47001")), Err(a));
+        assert_eq!(
+            b0.claim(Transport::Tcp, sa("0.0.0.0:47001")),
+            Err(Unclaimed::Taken(a))
+        );
         assert_eq!(b0.claim(Transport::Udp, addr), Ok(true));
         assert_eq!(b0.claim(Transport::Tcp, sa("[::1]:47001")), Ok(true));
         // Held until every instance of the group let go.
         drop(a0);
-        assert_eq!(b0.claim(Transport::Tcp, addr), Err(a));
+        assert_eq!(b0.claim(Transport::Tcp, addr), Err(Unclaimed::Taken(a)));
         a1.release(Transport::Tcp, addr);
         assert_eq!(b0.claim(Transport::Tcp, addr), Ok(true));
-        assert_eq!(PortClaims::new(a).claim(Transport::Tcp, addr), Err(b));
+        assert_eq!(
+            PortClaims::new(a).claim(Transport::Tcp, addr),
+            Err(Unclaimed::Taken(b))
+        );
+    }
+
+    #[test]
+    fn an_instance_holds_at_most_max_claims() {
+        let mut claims = PortClaims::new(new_group());
+        let addr = |i: usize| SocketAddr::from(([127, 1, (i >> 8) as u8, i as u8], 47002));
+        for i in 0..MAX_CLAIMS {
+            assert_eq!(claims.claim(Transport::Udp, addr(i)), Ok(true));
+        }
+        assert_eq!(claims.claim(Transport::Udp, addr(0)), Ok(false));
+        assert_eq!(
+            claims.claim(Transport::Udp, addr(MAX_CLAIMS)),
+            Err(Unclaimed::Full)
+        );
+        drop(claims);
+        assert!(!lock_claims().iter().any(|c| c.addr.port() == 47002));
     }
 
     #[test]
