@@ -46,6 +46,12 @@ async fn line_starting(guest: &RunningGuest, prefix: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_bound_to_send_hears_only_its_own_peers_and_is_never_ready() {
+    conversation(false).await;
+    // The same with instances (SO_REUSEPORT, and the bind to port 0 made unshared).
+    conversation(true).await;
+}
+
+async fn conversation(share_ports: bool) {
     // The policy of the report: a UDP server grant, and a send grant for one peer (the decoy).
     let decoy = loopback_socket("127.0.0.1");
     let decoy_addr = decoy.local_addr().unwrap();
@@ -57,6 +63,7 @@ async fn a_socket_bound_to_send_hears_only_its_own_peers_and_is_never_ready() {
             &[&format!("udp-send={decoy_addr}")],
         ))
         .args([format!("udp-conversation:{decoy_addr}:2500")])
+        .share_ports(share_ports)
         .capture_output(true)
         .start()
         .await

@@ -379,7 +379,8 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
                 let mut view = state.sockets();
                 // Port 0 without SO_REUSEPORT, so the kernel picks a port nobody shares.
                 let unshared = if share && addr.port() == 0 {
-                    match find_udp(&mut view, rep).and_then(|fd| set_reuseport(fd, false).map(|()| fd)) {
+                    let fd = find_udp(&mut view, rep);
+                    match fd.and_then(|fd| set_reuseport(fd, false).map(|()| fd)) {
                         Ok(fd) => Some(fd),
                         Err(err) => {
                             tracing::error!("cannot bind a shared UDP socket to port 0: {err:#}");
@@ -395,17 +396,20 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
                     Ok(()) => Ok(()),
                     Err(err) => Err(view.convert_error_code(err)?),
                 };
-                if let Some(fd) = unshared
-                    && let Err(err) = set_reuseport(fd, true)
-                {
-                    tracing::error!("cannot share the port of a UDP socket: {err:#}");
-                }
                 let bound = result.is_ok().then(|| {
                     HostUdpSocket::local_address(&mut view, Resource::new_borrow(rep))
                         .ok()
                         .map(SocketAddr::from)
                 });
                 let serving = state.udp.serves(rep);
+                // A server's port is shared again, for its other instances to join; a socket
+                // bound to send keeps its port to itself. A failed bind leaves it as it was.
+                if let Some(fd) = unshared
+                    && (serving || result.is_err())
+                    && let Err(err) = set_reuseport(fd, true)
+                {
+                    tracing::error!("cannot share the port of a UDP socket: {err:#}");
+                }
                 post_bind(state, Transport::Udp, addr, claimed, bound.flatten(), serving);
                 Ok((result,))
             })
