@@ -26,6 +26,7 @@ mod python;
 mod rcmd;
 mod security_limits;
 mod security_logs;
+mod security_udp;
 mod soak;
 mod time;
 mod udp_echo;

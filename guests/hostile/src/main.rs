@@ -18,9 +18,11 @@
 //! calling the host) `hold` (sleep forever in a host call): what a supervisor must survive.
 //! `linger`, `dns-hold`, `dns-settle`, `dns-churn`, `dns-long`, `empty-writes`: the host's
 //! limits, see `limits.rs`.
+//! `udp-conversation:DECOY:MS` `hop-marks:N` `udp-receive-calls:ADDR:MS`: see `udp_conv`.
 
 mod limits;
 mod logs;
+mod udp_conv;
 mod wasi;
 
 use std::io::Write;
@@ -77,6 +79,9 @@ fn try_attempt(attempt: &str) -> Result<String, String> {
         "linger" | "dns-hold" | "dns-settle" | "dns-churn" | "dns-long" | "empty-writes" => {
             limits::attempt(kind, target)
         }
+        "udp-conversation" => udp_conv::conversation(target),
+        "hop-marks" => udp_conv::hop_marks(target),
+        "udp-receive-calls" => udp_conv::receive_calls(target),
         _ => Err(format!("unknown attempt {attempt:?}")),
     }
 }

@@ -90,14 +90,14 @@ fn describe(code: ErrorCode) -> String {
     code.to_string()
 }
 
-fn family(addr: SocketAddr) -> IpAddressFamily {
+pub(crate) fn family(addr: SocketAddr) -> IpAddressFamily {
     match addr {
         SocketAddr::V4(_) => IpAddressFamily::Ipv4,
         SocketAddr::V6(_) => IpAddressFamily::Ipv6,
     }
 }
 
-fn to_wasi(addr: SocketAddr) -> IpSocketAddress {
+pub(crate) fn to_wasi(addr: SocketAddr) -> IpSocketAddress {
     match addr {
         SocketAddr::V4(v4) => {
             let [a, b, c, d] = v4.ip().octets();
@@ -118,7 +118,7 @@ fn to_wasi(addr: SocketAddr) -> IpSocketAddress {
     }
 }
 
-fn from_wasi(addr: IpSocketAddress) -> SocketAddr {
+pub(crate) fn from_wasi(addr: IpSocketAddress) -> SocketAddr {
     match addr {
         IpSocketAddress::Ipv4(v4) => {
             let (a, b, c, d) = v4.address;

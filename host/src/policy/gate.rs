@@ -4,12 +4,21 @@
 //! never wrote (an unbound socket is bound to the wildcard address, port 0, before a connect
 //! or a send) and every accepted client and received datagram. The user's policy speaks of
 //! uses (`tcp-connect`, `udp-recv`, ...). This module maps one onto the other so that a
-//! connect grant works, yet opens no listen or receive path the policy did not grant. It keeps
-//! the only state of the policy: the UDP peers the guest is talking with, so replies pass.
+//! connect grant works, yet opens no listen or receive path the policy did not grant.
+//!
+//! UDP is judged per socket ([`UdpSocketState`]), like a stateful firewall's conntrack: a
+//! socket bound by a `udp-bind` grant is a server (it hears anyone unless `udp-recv` rules
+//! narrow it, and may answer whoever it heard); a socket bound only because it sends (the
+//! wildcard, port-0 bind a `udp-send` grant allows) is a client and hears only the peers *it*
+//! sent to. Either way a peer is remembered for [`PEER_IDLE`] after its last datagram, at most
+//! [`MAX_PEERS`] per socket and [`MAX_GUEST_PEERS`] per guest, so one datagram never opens a
+//! path forever or on another socket, and remote peers cannot grow the host's memory unbounded.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::Policy;
 use super::rule::{Decision, Use, is_implicit_bind_addr};
@@ -27,8 +36,17 @@ pub const IMPLICIT_TCP_BIND: &str = "default: implicit bind before tcp-connect";
 /// Rule reported for the wildcard bind before a send, when udp-send is granted.
 pub const IMPLICIT_UDP_BIND: &str = "default: implicit bind before udp-send";
 
-/// How many UDP peers are remembered for replies; the oldest is forgotten first.
+/// How many UDP peers one socket remembers for replies; the least recently used is forgotten
+/// first.
 pub const MAX_PEERS: usize = 4096;
+/// How many UDP peers all sockets of one guest remember together (about 100 bytes each).
+/// At this count a socket makes room among its own peers, or remembers no new one.
+pub const MAX_GUEST_PEERS: usize = 65_536;
+/// How long a UDP peer is remembered after its last allowed datagram (either way). Like
+/// conntrack's UDP timeout (30 s for a flow; longer only once it is "assured", which sockbox
+/// does not distinguish): a conversation that goes quiet must be opened again by the side
+/// that may open it.
+pub const PEER_IDLE: Duration = Duration::from_secs(30);
 
 /// The operations wasmtime-wasi checks (mirrors its `SocketAddrUse`, which the sandbox maps
 /// onto this so the policy does not depend on wasmtime).
@@ -63,19 +81,88 @@ pub struct Verdict {
     pub repeat: bool,
 }
 
-/// The policy of one guest, with the UDP conversation state. Cheap to share (`Arc<Gate>`).
+/// What a UDP socket was bound as, which decides who it hears.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UdpRole {
+    /// Not bound yet: hears nobody.
+    #[default]
+    Unbound,
+    /// Bound by the wildcard, port-0 bind a `udp-send` grant allows: hears only the peers
+    /// it sent to. Never announced as ready.
+    Client,
+    /// Bound to an address a `udp-bind` grant names: hears anyone (or whom `udp-recv` rules
+    /// allow) and may answer them.
+    Server,
+}
+
+/// The conversation state of one UDP socket. The sandbox keeps one per socket (made by
+/// [`Gate::udp_socket`], which counts its peers against the guest's) and asks
+/// [`Gate::check_udp`] with it.
+#[derive(Debug, Default)]
+pub struct UdpSocketState {
+    inner: Mutex<Conversation>,
+    /// Peers remembered by all sockets of the guest.
+    guest_peers: Arc<AtomicUsize>,
+}
+
+impl Drop for UdpSocketState {
+    fn drop(&mut self) {
+        let held = self.lock().peers.entries.len();
+        self.guest_peers.fetch_sub(held, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Conversation {
+    role: UdpRole,
+    peers: Peers,
+}
+
+impl UdpSocketState {
+    pub fn role(&self) -> UdpRole {
+        self.lock().role
+    }
+
+    /// Peers remembered at `now` (expired ones are not counted).
+    pub fn peer_count(&self, now: Instant) -> usize {
+        let mut c = self.lock();
+        c.peers.expire(now, &self.guest_peers);
+        c.peers.entries.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Conversation> {
+        // Every update is one step, so the state stays consistent even if a holder panicked.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The policy of one guest. Cheap to share (`Arc<Gate>`).
 #[derive(Debug)]
 pub struct Gate {
     policy: Policy,
-    peers: Mutex<Peers>,
+    /// UDP peers remembered by all sockets of this guest (see [`MAX_GUEST_PEERS`]).
+    udp_peers: Arc<AtomicUsize>,
 }
 
 impl Gate {
     pub fn new(policy: Policy) -> Gate {
         Gate {
             policy,
-            peers: Mutex::new(Peers::default()),
+            udp_peers: Arc::default(),
         }
+    }
+
+    /// The state of a new UDP socket of this guest.
+    pub fn udp_socket(&self) -> UdpSocketState {
+        UdpSocketState {
+            inner: Mutex::default(),
+            guest_peers: self.udp_peers.clone(),
+        }
+    }
+
+    /// UDP peers remembered by all sockets of this guest.
+    pub fn udp_peers(&self) -> usize {
+        self.udp_peers.load(Ordering::Relaxed)
     }
 
     pub fn policy(&self) -> &Policy {
@@ -87,7 +174,23 @@ impl Gate {
         self.policy.decide_name(name)
     }
 
+    /// Judges `op` on `addr` for no socket in particular: TCP operations and UDP binds need no
+    /// state; a UDP send or receive is judged as for a fresh socket (no peers, no role), so
+    /// a receive is denied. The sandbox judges UDP traffic with [`Gate::check_udp`].
     pub fn check(&self, op: SocketOp, addr: SocketAddr) -> Verdict {
+        self.check_udp(&UdpSocketState::default(), op, addr, Instant::now())
+    }
+
+    /// Judges `op` on `addr` for the UDP socket whose state is `socket`, at `now` (TCP
+    /// operations ignore both). An allowed UDP bind sets the socket's role; an allowed
+    /// datagram remembers or refreshes its peer on this socket only.
+    pub fn check_udp(
+        &self,
+        socket: &UdpSocketState,
+        op: SocketOp,
+        addr: SocketAddr,
+        now: Instant,
+    ) -> Verdict {
         let p = &self.policy;
         let verdict = |use_: Use, d: Decision| Verdict {
             use_,
@@ -131,54 +234,64 @@ impl Gate {
             SocketOp::TcpConnect => verdict(Use::TcpConnect, p.decide(Use::TcpConnect, addr)),
             SocketOp::UdpBind => {
                 let bind = p.decide(Use::UdpBind, addr);
-                if bind.allowed || !is_implicit_bind_addr(addr) {
-                    return verdict(Use::UdpBind, bind);
+                let v = if bind.allowed || !is_implicit_bind_addr(addr) {
+                    verdict(Use::UdpBind, bind)
+                } else {
+                    implicit(
+                        addr,
+                        Use::UdpSend,
+                        p.has_rule(Use::UdpSend),
+                        IMPLICIT_UDP_BIND,
+                    )
+                };
+                // wasmtime-wasi checks a socket's bind only while it is unbound, so the last
+                // allowed check is the bind that happened (a failed bind is followed by
+                // another check).
+                if v.allowed {
+                    socket.lock().role = if v.implicit_bind {
+                        UdpRole::Client
+                    } else {
+                        UdpRole::Server
+                    };
                 }
-                implicit(
-                    addr,
-                    Use::UdpSend,
-                    p.has_rule(Use::UdpSend),
-                    IMPLICIT_UDP_BIND,
-                )
+                v
             }
             SocketOp::UdpSend => {
-                let mut peers = self.lock_peers();
+                let mut c = socket.lock();
                 let mut d = p.decide(Use::UdpSend, addr);
-                if !d.allowed && peers.contains(addr) {
+                if !d.allowed && c.peers.contains(addr, now, &socket.guest_peers) {
                     d = Decision::allow(REPLY_SEND);
                 }
-                let repeat = d.allowed && peers.touch(addr, Direction::Send);
+                let repeat = d.allowed
+                    && c.peers
+                        .touch(addr, Direction::Send, now, &socket.guest_peers);
                 Verdict {
                     repeat,
                     ..verdict(Use::UdpSend, d)
                 }
             }
             SocketOp::UdpReceive => {
-                let mut peers = self.lock_peers();
-                let mut d = if p.has_rule(Use::UdpRecv) {
-                    p.decide(Use::UdpRecv, addr)
-                } else if p.has_rule(Use::UdpBind) {
+                let mut c = socket.lock();
+                let mut d = match c.role {
                     // A UDP server the user granted a bind for is meant to hear from anyone,
-                    // as a TCP listener accepts anyone.
-                    Decision::allow(DEFAULT_UDP_RECV)
-                } else {
-                    Decision::deny()
+                    // as a TCP listener accepts anyone, unless udp-recv rules say whom.
+                    UdpRole::Server if p.has_rule(Use::UdpRecv) => p.decide(Use::UdpRecv, addr),
+                    UdpRole::Server => Decision::allow(DEFAULT_UDP_RECV),
+                    // A socket bound only to send hears its own peers and nobody else.
+                    UdpRole::Client | UdpRole::Unbound => Decision::deny(),
                 };
-                if !d.allowed && peers.contains(addr) {
+                if !d.allowed && c.peers.contains(addr, now, &socket.guest_peers) {
                     d = Decision::allow(REPLY_RECV);
                 }
-                let repeat = d.allowed && peers.touch(addr, Direction::Receive);
+                let repeat = d.allowed
+                    && c.peers
+                        .touch(addr, Direction::Receive, now, &socket.guest_peers);
                 Verdict {
                     repeat,
                     ..verdict(Use::UdpRecv, d)
                 }
             }
         }
-    }
-
-    fn lock_peers(&self) -> std::sync::MutexGuard<'_, Peers> {
-        // The peer set stays consistent even if a holder panicked: every update is one step.
-        self.peers.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -196,17 +309,26 @@ fn implicit(addr: SocketAddr, use_: Use, granted: bool, rule: &str) -> Verdict {
     }
 }
 
-/// UDP peers the guest has exchanged an allowed datagram with, least recently used first out.
+/// The UDP peers one socket exchanged an allowed datagram with, least recently used first
+/// out, each forgotten [`PEER_IDLE`] after its last datagram.
 ///
-/// One set serves both directions: a peer the guest sent to may answer, and a peer the guest
-/// heard from may be answered. Addresses are keyed by canonical IP and port, so a mapped IPv6
-/// peer and its IPv4 form are the same peer.
+/// One set serves both directions: a peer the socket sent to may answer, and a peer it heard
+/// from may be answered. Addresses are keyed by canonical IP and port, so a mapped IPv6 peer
+/// and its IPv4 form are the same peer.
 #[derive(Debug, Default)]
 struct Peers {
-    /// When each peer was last used, and the directions already reported for it.
-    last_used: HashMap<(IpAddr, u16), (u64, u8)>,
+    entries: HashMap<(IpAddr, u16), Peer>,
+    /// Peers by the order they were last used; the first is the least recently used.
     by_age: BTreeMap<u64, (IpAddr, u16)>,
-    clock: u64,
+    seq: u64,
+}
+
+#[derive(Debug)]
+struct Peer {
+    seq: u64,
+    last_used: Instant,
+    /// The directions already reported, as bits of [`Direction`].
+    reported: u8,
 }
 
 /// The two ways a datagram goes, as bits of a peer's reported set.
@@ -221,27 +343,71 @@ impl Peers {
         (addr.ip().to_canonical(), addr.port())
     }
 
-    fn contains(&self, addr: SocketAddr) -> bool {
-        self.last_used.contains_key(&Peers::key(addr))
+    /// Forgets the peers idle for longer than [`PEER_IDLE`] at `now`. The least recently
+    /// used come first, so this stops at the first one still fresh.
+    fn expire(&mut self, now: Instant, guest: &AtomicUsize) {
+        while let Some((&seq, &key)) = self.by_age.first_key_value() {
+            let fresh = self
+                .entries
+                .get(&key)
+                .is_some_and(|p| now.saturating_duration_since(p.last_used) <= PEER_IDLE);
+            if fresh {
+                break;
+            }
+            self.forget_oldest(seq, key, guest);
+        }
     }
 
-    /// Marks the peer used now in `direction`; true if that direction was reported before.
-    fn touch(&mut self, addr: SocketAddr, direction: Direction) -> bool {
+    fn forget_oldest(&mut self, seq: u64, key: (IpAddr, u16), guest: &AtomicUsize) {
+        self.by_age.remove(&seq);
+        if self.entries.remove(&key).is_some() {
+            guest.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn contains(&mut self, addr: SocketAddr, now: Instant, guest: &AtomicUsize) -> bool {
+        self.expire(now, guest);
+        self.entries.contains_key(&Peers::key(addr))
+    }
+
+    /// Marks the peer used at `now` in `direction`; true if that direction was reported
+    /// before (within the peer's current life in the set). A new peer takes the place of this
+    /// socket's least recently used one if the socket or the guest (`guest` counts its
+    /// peers) is at its cap; with no peer of its own to give up, it is not remembered.
+    fn touch(
+        &mut self,
+        addr: SocketAddr,
+        direction: Direction,
+        now: Instant,
+        guest: &AtomicUsize,
+    ) -> bool {
+        self.expire(now, guest);
         let key = Peers::key(addr);
-        self.clock += 1;
+        if !self.entries.contains_key(&key) {
+            let full =
+                self.entries.len() >= MAX_PEERS || guest.load(Ordering::Relaxed) >= MAX_GUEST_PEERS;
+            if full {
+                let Some((&seq, &oldest)) = self.by_age.first_key_value() else {
+                    return false;
+                };
+                self.forget_oldest(seq, oldest, guest);
+            }
+            guest.fetch_add(1, Ordering::Relaxed);
+        }
+        self.seq += 1;
         let bit = direction as u8;
-        let mut seen = 0;
-        if let Some((old, directions)) = self.last_used.insert(key, (self.clock, bit)) {
-            self.by_age.remove(&old);
-            seen = directions;
-            self.last_used.insert(key, (self.clock, directions | bit));
-        }
-        self.by_age.insert(self.clock, key);
-        while self.last_used.len() > MAX_PEERS {
-            let (_, oldest) = self.by_age.pop_first().expect("non-empty");
-            self.last_used.remove(&oldest);
-        }
-        seen & bit != 0
+        let peer = self.entries.entry(key).or_insert(Peer {
+            seq: 0,
+            last_used: now,
+            reported: 0,
+        });
+        self.by_age.remove(&peer.seq);
+        let seen = peer.reported & bit != 0;
+        peer.seq = self.seq;
+        peer.last_used = now;
+        peer.reported |= bit;
+        self.by_age.insert(self.seq, key);
+        seen
     }
 }
 
@@ -400,25 +566,41 @@ mod tests {
         );
     }
 
+    /// A socket after the bind of `addr` was checked (and allowed).
+    fn bound(g: &Gate, addr: &str) -> UdpSocketState {
+        let socket = g.udp_socket();
+        let v = g.check_udp(&socket, SocketOp::UdpBind, sa(addr), Instant::now());
+        assert!(v.allowed, "bind {addr}");
+        socket
+    }
+
+    fn udp(g: &Gate, s: &UdpSocketState, op: SocketOp, addr: &str) -> Verdict {
+        g.check_udp(s, op, sa(addr), Instant::now())
+    }
+
     #[test]
     fn a_udp_server_hears_anyone_and_replies_only_to_them() {
         let g = gate(&[], &["127.0.0.1:9000"], &[]);
         use SocketOp::*;
         assert!(check(&g, UdpBind, "127.0.0.1:9000").0);
         assert!(!g.check(UdpBind, sa("127.0.0.1:9001")).allowed);
-        assert!(!g.check(UdpSend, sa("127.0.0.1:5000")).allowed);
+        let s = bound(&g, "127.0.0.1:9000");
+        assert_eq!(s.role(), UdpRole::Server);
+        assert!(!udp(&g, &s, UdpSend, "127.0.0.1:5000").allowed);
+        let v = udp(&g, &s, UdpReceive, "127.0.0.1:5000");
         assert_eq!(
-            check(&g, UdpReceive, "127.0.0.1:5000"),
+            (v.allowed, v.use_, v.rule),
             (true, Use::UdpRecv, Some(DEFAULT_UDP_RECV.into()))
         );
+        let v = udp(&g, &s, UdpSend, "127.0.0.1:5000");
         assert_eq!(
-            check(&g, UdpSend, "127.0.0.1:5000"),
+            (v.allowed, v.use_, v.rule),
             (true, Use::UdpSend, Some(REPLY_SEND.into()))
         );
         // The same peer written as mapped IPv6 is the same peer.
-        assert!(g.check(UdpSend, sa("[::ffff:127.0.0.1]:5000")).allowed);
+        assert!(udp(&g, &s, UdpSend, "[::ffff:127.0.0.1]:5000").allowed);
         // A different port of the same host is a different peer.
-        assert!(!g.check(UdpSend, sa("127.0.0.1:5001")).allowed);
+        assert!(!udp(&g, &s, UdpSend, "127.0.0.1:5001").allowed);
         // No implicit bind: the server has no udp-send grant.
         let v = g.check(UdpBind, sa("0.0.0.0:0"));
         assert!(!v.allowed && v.implicit_bind);
@@ -436,17 +618,89 @@ mod tests {
             (v.use_, v.rule.as_deref()),
             (Use::UdpSend, Some(IMPLICIT_UDP_BIND))
         );
+        let s = bound(&g, "0.0.0.0:0");
+        assert_eq!(s.role(), UdpRole::Client);
         // Before it sent anything, nobody may reach it.
-        assert!(!g.check(UdpReceive, sa("127.0.0.1:53")).allowed);
-        assert!(g.check(UdpSend, sa("127.0.0.1:53")).allowed);
+        assert!(!udp(&g, &s, UdpReceive, "127.0.0.1:53").allowed);
+        assert!(udp(&g, &s, UdpSend, "127.0.0.1:53").allowed);
+        let v = udp(&g, &s, UdpReceive, "127.0.0.1:53");
         assert_eq!(
-            check(&g, UdpReceive, "127.0.0.1:53"),
+            (v.allowed, v.use_, v.rule),
             (true, Use::UdpRecv, Some(REPLY_RECV.into()))
         );
-        assert!(!g.check(UdpReceive, sa("127.0.0.1:54")).allowed);
-        assert!(!g.check(UdpReceive, sa("127.0.0.2:53")).allowed);
+        assert!(!udp(&g, &s, UdpReceive, "127.0.0.1:54").allowed);
+        assert!(!udp(&g, &s, UdpReceive, "127.0.0.2:53").allowed);
         // The implicit bind does not make it a server.
         assert!(!g.check(UdpBind, sa("127.0.0.1:0")).allowed);
+    }
+
+    #[test]
+    fn a_socket_bound_to_send_is_no_server_even_if_a_udp_bind_is_granted() {
+        // Issue 14, item 1: `--udp 127.0.0.1:0 --allow udp-send=127.0.0.1:9`, the guest binds
+        // 0.0.0.0:0. Before, any udp-bind rule let anyone reach every socket.
+        let g = gate(&[], &["127.0.0.1:0"], &["udp-send=127.0.0.1:9"]);
+        use SocketOp::*;
+        let s = bound(&g, "0.0.0.0:0");
+        assert_eq!(s.role(), UdpRole::Client);
+        assert!(!udp(&g, &s, UdpReceive, "127.0.0.1:40000").allowed);
+        assert!(!udp(&g, &s, UdpSend, "127.0.0.1:40000").allowed);
+        // udp-recv rules narrow a server; they do not open a client.
+        let g = gate(
+            &[],
+            &["127.0.0.1:0"],
+            &["udp-send=127.0.0.1:9", "udp-recv=127.0.0.0/8"],
+        );
+        let s = bound(&g, "0.0.0.0:0");
+        assert!(!udp(&g, &s, UdpReceive, "127.0.0.1:40000").allowed);
+        // The granted address is a server.
+        let server = bound(&g, "127.0.0.1:0");
+        assert_eq!(server.role(), UdpRole::Server);
+        assert!(udp(&g, &server, UdpReceive, "127.0.0.1:40000").allowed);
+    }
+
+    #[test]
+    fn one_sockets_peer_opens_nothing_on_another_socket() {
+        let g = gate(&[], &["127.0.0.1:9000"], &["udp-send=127.0.0.1:53"]);
+        use SocketOp::*;
+        let a = bound(&g, "0.0.0.0:0");
+        let b = bound(&g, "0.0.0.0:0");
+        assert!(udp(&g, &a, UdpSend, "127.0.0.1:53").allowed);
+        assert!(udp(&g, &a, UdpReceive, "127.0.0.1:53").allowed);
+        assert!(!udp(&g, &b, UdpReceive, "127.0.0.1:53").allowed);
+        // A stranger heard by the server may be answered by the server only.
+        let server = bound(&g, "127.0.0.1:9000");
+        assert!(udp(&g, &server, UdpReceive, "192.0.2.7:4000").allowed);
+        assert!(udp(&g, &server, UdpSend, "192.0.2.7:4000").allowed);
+        assert!(!udp(&g, &a, UdpSend, "192.0.2.7:4000").allowed);
+        assert!(!udp(&g, &b, UdpReceive, "192.0.2.7:4000").allowed);
+    }
+
+    #[test]
+    fn a_peer_is_forgotten_after_it_was_idle_for_peer_idle() {
+        let g = gate(&[], &["127.0.0.1:9000"], &["udp-send=127.0.0.1:53"]);
+        use SocketOp::*;
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let client = bound(&g, "0.0.0.0:0");
+        let dns = sa("127.0.0.1:53");
+        assert!(g.check_udp(&client, UdpSend, dns, at(0)).allowed);
+        // Traffic refreshes it: 20 s, then 45 s (25 s after the last), still open.
+        assert!(g.check_udp(&client, UdpReceive, dns, at(20)).allowed);
+        assert!(g.check_udp(&client, UdpReceive, dns, at(45)).allowed);
+        assert_eq!(client.peer_count(at(45)), 1);
+        // 31 s of silence: forgotten; the reply path is closed until the guest sends again.
+        let late = at(45) + PEER_IDLE + Duration::from_secs(1);
+        assert!(!g.check_udp(&client, UdpReceive, dns, late).allowed);
+        assert_eq!(client.peer_count(late), 0);
+        // One (spoofed) datagram to a server opens a reply path for PEER_IDLE only.
+        let server = bound(&g, "127.0.0.1:9000");
+        let spoofed = sa("192.0.2.1:7");
+        assert!(g.check_udp(&server, UdpReceive, spoofed, at(0)).allowed);
+        assert!(g.check_udp(&server, UdpSend, spoofed, at(30)).allowed);
+        assert!(!g.check_udp(&server, UdpSend, spoofed, at(61)).allowed);
+        // ...and after it is forgotten a new conversation is reported again.
+        let v = g.check_udp(&server, UdpReceive, spoofed, at(100));
+        assert!(v.allowed && !v.repeat);
     }
 
     #[test]
@@ -454,9 +708,9 @@ mod tests {
         // wasmtime-wasi's udp connect: UdpBind(wildcard:0), UdpSend(peer), UdpReceive(peer).
         let g = gate(&[], &[], &["udp-send=[::1]:7"]);
         use SocketOp::*;
-        assert!(g.check(UdpBind, sa("[::]:0")).allowed);
-        assert!(g.check(UdpSend, sa("[::1]:7")).allowed);
-        assert!(g.check(UdpReceive, sa("[::1]:7")).allowed);
+        let s = bound(&g, "[::]:0");
+        assert!(udp(&g, &s, UdpSend, "[::1]:7").allowed);
+        assert!(udp(&g, &s, UdpReceive, "[::1]:7").allowed);
     }
 
     #[test]
@@ -467,66 +721,132 @@ mod tests {
             &["udp-recv=127.0.0.0/8", "udp-send=192.0.2.1:9"],
         );
         use SocketOp::*;
+        let s = bound(&g, "127.0.0.1:9000");
+        let v = udp(&g, &s, UdpReceive, "127.0.0.5:1");
         assert_eq!(
-            check(&g, UdpReceive, "127.0.0.5:1"),
+            (v.allowed, v.use_, v.rule),
             (
                 true,
                 Use::UdpRecv,
                 Some("--allow udp-recv=127.0.0.0/8".into())
             )
         );
-        assert!(!g.check(UdpReceive, sa("198.51.100.1:1")).allowed);
-        // A peer the guest sent to may still answer.
-        assert!(!g.check(UdpReceive, sa("192.0.2.1:9")).allowed);
-        assert!(g.check(UdpSend, sa("192.0.2.1:9")).allowed);
-        assert!(g.check(UdpReceive, sa("192.0.2.1:9")).allowed);
+        assert!(!udp(&g, &s, UdpReceive, "198.51.100.1:1").allowed);
+        // A peer the socket sent to may still answer.
+        assert!(!udp(&g, &s, UdpReceive, "192.0.2.1:9").allowed);
+        assert!(udp(&g, &s, UdpSend, "192.0.2.1:9").allowed);
+        assert!(udp(&g, &s, UdpReceive, "192.0.2.1:9").allowed);
         // Denied datagrams are not remembered as peers.
-        assert!(!g.check(UdpSend, sa("198.51.100.1:1")).allowed);
+        assert!(!udp(&g, &s, UdpSend, "198.51.100.1:1").allowed);
     }
 
     #[test]
     fn a_conversation_is_reported_once_each_way_and_again_after_it_is_forgotten() {
         let g = gate(&[], &["127.0.0.1:9000"], &[]);
+        let s = bound(&g, "127.0.0.1:9000");
+        let now = Instant::now();
         let peer = sa("127.0.0.1:5000");
-        let first_in = g.check(SocketOp::UdpReceive, peer);
+        let first_in = g.check_udp(&s, SocketOp::UdpReceive, peer, now);
         assert!(first_in.allowed && !first_in.repeat);
-        let first_out = g.check(SocketOp::UdpSend, peer);
+        let first_out = g.check_udp(&s, SocketOp::UdpSend, peer, now);
         assert!(
             first_out.allowed && !first_out.repeat,
             "the reply is its own report"
         );
         for _ in 0..3 {
-            assert!(g.check(SocketOp::UdpReceive, peer).repeat);
-            assert!(g.check(SocketOp::UdpSend, peer).repeat);
+            assert!(g.check_udp(&s, SocketOp::UdpReceive, peer, now).repeat);
+            assert!(g.check_udp(&s, SocketOp::UdpSend, peer, now).repeat);
         }
         // A denial is never a repeat, however often it happens.
         let stranger = sa("192.0.2.7:53");
-        assert!(!g.check(SocketOp::UdpSend, stranger).repeat);
-        assert!(!g.check(SocketOp::UdpSend, stranger).repeat);
+        assert!(!g.check_udp(&s, SocketOp::UdpSend, stranger, now).repeat);
+        assert!(!g.check_udp(&s, SocketOp::UdpSend, stranger, now).repeat);
         // Pushed out of the peer set, the peer starts a new conversation.
         for i in 0..MAX_PEERS {
             let other = SocketAddr::new("10.0.0.2".parse().unwrap(), 1000 + i as u16);
-            g.check(SocketOp::UdpReceive, other);
+            g.check_udp(&s, SocketOp::UdpReceive, other, now);
         }
-        assert!(!g.check(SocketOp::UdpReceive, peer).repeat);
+        assert!(!g.check_udp(&s, SocketOp::UdpReceive, peer, now).repeat);
     }
 
     #[test]
     fn the_peer_set_forgets_the_least_recently_used() {
         let g = gate(&[], &["127.0.0.1:9000"], &[]);
+        let s = bound(&g, "127.0.0.1:9000");
+        let now = Instant::now();
         let peer = |i: usize| SocketAddr::new("10.0.0.1".parse().unwrap(), 1000 + i as u16);
         for i in 0..MAX_PEERS {
-            assert!(g.check(SocketOp::UdpReceive, peer(i)).allowed);
+            assert!(g.check_udp(&s, SocketOp::UdpReceive, peer(i), now).allowed);
         }
         // Refresh the first, then push one more: the second is the one forgotten.
-        assert!(g.check(SocketOp::UdpSend, peer(0)).allowed);
-        assert!(g.check(SocketOp::UdpReceive, peer(MAX_PEERS)).allowed);
-        assert!(g.check(SocketOp::UdpSend, peer(0)).allowed);
-        assert!(!g.check(SocketOp::UdpSend, peer(1)).allowed);
-        assert!(g.check(SocketOp::UdpSend, peer(2)).allowed);
-        assert!(g.check(SocketOp::UdpSend, peer(MAX_PEERS)).allowed);
-        assert_eq!(g.lock_peers().last_used.len(), MAX_PEERS);
-        assert_eq!(g.lock_peers().by_age.len(), MAX_PEERS);
+        assert!(g.check_udp(&s, SocketOp::UdpSend, peer(0), now).allowed);
+        assert!(
+            g.check_udp(&s, SocketOp::UdpReceive, peer(MAX_PEERS), now)
+                .allowed
+        );
+        assert!(g.check_udp(&s, SocketOp::UdpSend, peer(0), now).allowed);
+        assert!(!g.check_udp(&s, SocketOp::UdpSend, peer(1), now).allowed);
+        assert!(g.check_udp(&s, SocketOp::UdpSend, peer(2), now).allowed);
+        assert!(
+            g.check_udp(&s, SocketOp::UdpSend, peer(MAX_PEERS), now)
+                .allowed
+        );
+        let c = s.lock();
+        assert_eq!(c.peers.entries.len(), MAX_PEERS);
+        assert_eq!(c.peers.by_age.len(), MAX_PEERS);
+    }
+
+    #[test]
+    fn the_guests_sockets_together_remember_at_most_max_guest_peers() {
+        let g = gate(&[], &["127.0.0.1:0"], &[]);
+        let now = Instant::now();
+        let peer = |i: usize| {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + (i / 60_000) as u32);
+            SocketAddr::new(ip.into(), 1 + (i % 60_000) as u16)
+        };
+        let sockets: Vec<_> = (0..MAX_GUEST_PEERS / MAX_PEERS)
+            .map(|_| bound(&g, "127.0.0.1:0"))
+            .collect();
+        let mut i = 0;
+        for s in &sockets {
+            for _ in 0..MAX_PEERS {
+                assert!(g.check_udp(s, SocketOp::UdpReceive, peer(i), now).allowed);
+                i += 1;
+            }
+        }
+        assert_eq!(g.udp_peers(), MAX_GUEST_PEERS);
+        // At the guest's cap, a socket with peers makes room among its own...
+        assert!(
+            g.check_udp(&sockets[0], SocketOp::UdpReceive, peer(i), now)
+                .allowed
+        );
+        assert_eq!(sockets[0].peer_count(now), MAX_PEERS);
+        assert!(
+            !g.check_udp(&sockets[0], SocketOp::UdpSend, peer(0), now)
+                .allowed
+        );
+        assert!(
+            g.check_udp(&sockets[0], SocketOp::UdpSend, peer(i), now)
+                .allowed
+        );
+        // ...a new socket still hears (the datagram is allowed) but remembers nobody.
+        let extra = bound(&g, "127.0.0.1:0");
+        assert!(
+            g.check_udp(&extra, SocketOp::UdpReceive, peer(i + 1), now)
+                .allowed
+        );
+        assert_eq!(extra.peer_count(now), 0);
+        assert_eq!(g.udp_peers(), MAX_GUEST_PEERS);
+        // A closed socket gives its peers back; expired peers are given back too.
+        drop(sockets);
+        assert_eq!(g.udp_peers(), 0);
+        assert!(
+            g.check_udp(&extra, SocketOp::UdpReceive, peer(1), now)
+                .allowed
+        );
+        assert_eq!(g.udp_peers(), 1);
+        extra.peer_count(now + PEER_IDLE + Duration::from_secs(1));
+        assert_eq!(g.udp_peers(), 0);
     }
 
     #[test]

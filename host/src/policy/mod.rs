@@ -25,8 +25,8 @@ pub use file::{
     Limits, LimitsSection, Policy, PolicySection, parse_millis, parse_size, parse_socket_addr,
 };
 pub use gate::{
-    DEFAULT_ACCEPT, DEFAULT_UDP_RECV, Gate, IMPLICIT_TCP_BIND, IMPLICIT_UDP_BIND, MAX_PEERS,
-    REPLY_RECV, REPLY_SEND, SocketOp, Verdict,
+    DEFAULT_ACCEPT, DEFAULT_UDP_RECV, Gate, IMPLICIT_TCP_BIND, IMPLICIT_UDP_BIND, MAX_GUEST_PEERS,
+    MAX_PEERS, PEER_IDLE, REPLY_RECV, REPLY_SEND, SocketOp, UdpRole, UdpSocketState, Verdict,
 };
 pub use rule::{
     AddrPattern, Decision, NamePattern, Pattern, PortRange, Rule, Use, is_implicit_bind_addr,

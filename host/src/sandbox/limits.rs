@@ -20,8 +20,8 @@ use wasmtime::component::{Linker, Resource, ResourceType};
 use wasmtime::{ResourceLimiter, StoreContextMut};
 use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, Host as _, IpAddressFamily};
 use wasmtime_wasi::p2::bindings::sockets::tcp::HostTcpSocket;
+use wasmtime_wasi::p2::bindings::sockets::tcp_create_socket;
 use wasmtime_wasi::p2::bindings::sockets::udp::HostUdpSocket;
-use wasmtime_wasi::p2::bindings::sockets::{tcp_create_socket, udp_create_socket};
 use wasmtime_wasi::p2::{SocketError, TcpSocket, UdpSocket};
 use wasmtime_wasi::sockets::{WasiSocketsCtxView, WasiSocketsView};
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
@@ -342,8 +342,8 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
                     return Ok((Err(refusal),));
                 }
                 let share = state.share_ports;
+                let result = super::udp::create_socket(state, family).await;
                 let mut view = state.sockets();
-                let result = udp_create_socket::Host::create_udp_socket(&mut view, family).await;
                 let mut result = settle(&mut view, result)?;
                 if share && let Ok(socket) = &result {
                     let rep = socket.rep();

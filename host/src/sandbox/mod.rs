@@ -19,6 +19,7 @@ mod output;
 mod readiness;
 mod reuseport;
 mod state;
+mod udp;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -285,6 +286,8 @@ pub struct SandboxBuilder {
     stdout_to_stderr: bool,
     compile_cache: CompileCache,
     share_ports: bool,
+    /// The guest whose instances may share its addresses; clones (instances, restarts) keep it.
+    port_group: u64,
     /// How many guests share this process's descriptor budget, for the default socket cap.
     process_share: usize,
 }
@@ -313,6 +316,7 @@ impl SandboxBuilder {
             stdout_to_stderr: false,
             compile_cache: CompileCache::Off,
             share_ports: false,
+            port_group: reuseport::new_group(),
             process_share: 1,
         }
     }
@@ -460,6 +464,8 @@ impl SandboxBuilder {
             gate,
             shared: shared.clone(),
             share_ports: self.share_ports,
+            udp: Default::default(),
+            ports: reuseport::PortClaims::new(self.port_group),
             busy: Default::default(),
         };
         let mut store = Store::new(engine, state);
@@ -591,6 +597,8 @@ fn linker() -> Result<Linker<HostState>> {
     errors::add_hooks(&mut linker)?;
     linger::add_hooks(&mut linker)?;
     limits::add_hooks(&mut linker)?;
+    udp::add_hooks(&mut linker)?;
+    reuseport::add_hooks(&mut linker)?;
     dns::add_to_linker(&mut linker)?;
     control::add_to_linker(&mut linker)?;
     Ok(linker)

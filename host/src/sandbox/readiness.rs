@@ -56,7 +56,10 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
                 Err(err) => Err(err),
             };
             let result = finish(&mut view, result)?;
-            if let Ok(addr) = result {
+            // A socket bound only to send (see `udp`) serves nobody: not ready.
+            if let Ok(addr) = result
+                && state.udp.serves(rep)
+            {
                 state.shared.socket_ready(Transport::Udp, addr);
             }
             Ok((result.map(drop),))

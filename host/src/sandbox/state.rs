@@ -35,6 +35,10 @@ pub(crate) struct HostState {
     pub(crate) share_ports: bool,
     /// The guest's sockets, against its caps.
     pub(crate) ledger: SocketLedger,
+    /// Each UDP socket's conversation state.
+    pub(crate) udp: super::udp::UdpSockets,
+    /// The shared addresses this instance holds for its port group.
+    pub(crate) ports: super::reuseport::PortClaims,
     /// How long the guest has computed without calling the host.
     pub(crate) busy: Busy,
 }

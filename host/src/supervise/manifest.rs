@@ -14,7 +14,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::backoff::RestartSettings;
-use crate::policy::{LimitsSection, Policy, PolicySection, parse_millis};
+use crate::policy::{AddrPattern, LimitsSection, Policy, PolicySection, Use, parse_millis};
 use crate::sandbox::{GuestSource, Transport};
 
 /// Most instances one guest may ask for (as `run --instances`).
@@ -279,7 +279,42 @@ fn check_no_shared_address(guests: &[GuestSpec]) -> Result<()> {
             taken.push((transport, addr, &guest.name));
         }
     }
+    // A range another guest may bind in (`allow tcp-listen=`/`udp-bind=`) takes an address
+    // as surely: with instances it could join this guest's port group, without them take the
+    // port while this guest restarts.
+    for guest in guests {
+        for (transport, addr) in guest.addresses().filter(|(_, a)| a.port() != 0) {
+            let use_ = match transport {
+                Transport::Tcp => Use::TcpListen,
+                Transport::Udp => Use::UdpBind,
+            };
+            for other in guests.iter().filter(|g| g.name != guest.name) {
+                let covering = other
+                    .policy
+                    .rules_for(use_)
+                    .find(|r| r.addr_pattern().is_some_and(|p| covers(p, addr)));
+                if let Some(rule) = covering {
+                    bail!(
+                        "{}: guest `{}` may bind {transport} {addr} by {}, but guest `{}` has it; \
+                         give each guest its own addresses",
+                        other.at,
+                        other.name,
+                        rule.source,
+                        guest.name
+                    );
+                }
+            }
+        }
+    }
     Ok(())
+}
+
+/// Whether a socket bound as `pattern` allows could share `addr` (see [`overlaps`]).
+fn covers(pattern: &AddrPattern, addr: SocketAddr) -> bool {
+    let net = pattern.net().addr();
+    pattern.ports().contains(addr.port())
+        && net.is_ipv4() == addr.ip().to_canonical().is_ipv4()
+        && (pattern.matches_ip(addr.ip()) || addr.ip().is_unspecified() || net.is_unspecified())
 }
 
 /// The same port on the same IP, or on the unspecified address of the same family.
@@ -533,6 +568,46 @@ max-memory = "32MiB"
                 message.starts_with(expected),
                 "{text:?}\n  gave: {message}\n  want: {expected}"
             );
+        }
+    }
+
+    #[test]
+    fn a_range_another_guest_may_bind_in_cannot_cover_an_address() {
+        // Issue 14, item 11: b's range covered a's port, so b's instances could join a's group.
+        let cases = [
+            (
+                "tcp-listen=127.0.0.1:7000-7010",
+                "listen",
+                "tcp 127.0.0.1:7005",
+            ),
+            (
+                "tcp-listen=127.0.0.0/8:7005",
+                "listen",
+                "tcp 127.0.0.1:7005",
+            ),
+            ("tcp-listen=0.0.0.0:7005", "listen", "tcp 127.0.0.1:7005"),
+            ("udp-bind=127.0.0.1:7000-7010", "udp", "udp 127.0.0.1:7005"),
+        ];
+        for (grant, key, named) in cases {
+            let text = format!(
+                "[guests.a]\ncomponent = \"echo\"\n{key} = [\"127.0.0.1:7005\"]\n\
+                 [guests.b]\ncomponent = \"echo\"\ninstances = 2\nallow = [\"{grant}\"]\n"
+            );
+            let message = error(&text);
+            let want = format!("up.toml:4: guest `b` may bind {named} by up.toml:7: allow");
+            assert!(message.starts_with(&want), "{grant}: {message}");
+        }
+        // Another port, transport or family is fine.
+        for grant in [
+            "tcp-listen=127.0.0.1:7006-7010",
+            "udp-bind=127.0.0.1:7005",
+            "tcp-listen=[::]:7005",
+        ] {
+            parse(&format!(
+                "[guests.a]\ncomponent = \"echo\"\nlisten = [\"127.0.0.1:7005\"]\n\
+                 [guests.b]\ncomponent = \"echo\"\nallow = [\"{grant}\"]\n"
+            ))
+            .unwrap();
         }
     }
 

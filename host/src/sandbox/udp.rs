@@ -1,0 +1,207 @@
+//! UDP sockets judged one by one: each socket has its own conversation state
+//! ([`UdpSocketState`]: what it was bound as, which peers it talks with), and received
+//! datagrams are judged in the guest's `receive` call, a bounded batch at a time.
+//!
+//! - Creation (called by the socket constructor in `limits`) gives the new socket its own
+//!   address check, bound to its own state (see `network::grant_udp_socket`).
+//! - `udp-socket.stream` records which socket a datagram stream reads, so that
+//! - `incoming-datagram-stream.receive` can judge each datagram wasmtime-wasi read (at most
+//!   16 a read) against that socket's state, record the decision and drop the refused ones.
+//!   While all are refused it reads on, up to [`MAX_REFUSED_PER_CALL`]; then it returns none
+//!   (as when nothing is queued) and the guest's next `poll` sees the socket still readable,
+//!   so a flood of refused datagrams costs the guest a bounded step per call, never one
+//!   unbounded host call.
+//!
+//! States are held weakly here and strongly by the socket's check, so a state lives exactly
+//! as long as its socket (and streams) and handle numbers reused later start afresh.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use anyhow::Result;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::bindings::sockets::network::{
+    ErrorCode, Host as _, IpAddressFamily, IpSocketAddress,
+};
+use wasmtime_wasi::p2::bindings::sockets::udp::{
+    HostIncomingDatagramStream, HostUdpSocket, IncomingDatagram, IncomingDatagramStream,
+    OutgoingDatagramStream,
+};
+use wasmtime_wasi::p2::bindings::sockets::udp_create_socket;
+use wasmtime_wasi::p2::{SocketError, UdpSocket};
+use wasmtime_wasi::sockets::{WasiSocketsCtxView, WasiSocketsView};
+
+use super::network;
+use super::state::HostState;
+use crate::policy::{SocketOp, UdpRole, UdpSocketState};
+
+const UDP: &str = "wasi:sockets/udp@0.2.12";
+
+/// Refused datagrams one `receive` call reads at most before it returns to the guest (with
+/// nothing, as when nothing is queued): a flood of refused datagrams costs the guest a
+/// bounded step per call, and the guest stays in control between them.
+const MAX_REFUSED_PER_CALL: usize = 256;
+
+/// Handles forgotten this often (in insertions) if their socket is gone.
+const SWEEP_EVERY: usize = 256;
+
+/// The conversation state of each UDP socket and datagram stream of one guest, by handle.
+#[derive(Default)]
+pub(crate) struct UdpSockets {
+    sockets: HashMap<u32, Weak<UdpSocketState>>,
+    streams: HashMap<u32, Weak<UdpSocketState>>,
+    inserted: usize,
+}
+
+impl UdpSockets {
+    /// Whether the socket was bound to serve (a `udp-bind` grant), so its readiness counts.
+    /// A socket bound only to send is not a server and is never announced.
+    pub(crate) fn serves(&self, socket: u32) -> bool {
+        self.state(&self.sockets, socket)
+            .is_some_and(|s| s.role() == UdpRole::Server)
+    }
+
+    fn state(
+        &self,
+        map: &HashMap<u32, Weak<UdpSocketState>>,
+        rep: u32,
+    ) -> Option<Arc<UdpSocketState>> {
+        map.get(&rep).and_then(Weak::upgrade)
+    }
+
+    fn insert_socket(&mut self, rep: u32, state: &Arc<UdpSocketState>) {
+        self.sweep();
+        self.sockets.insert(rep, Arc::downgrade(state));
+    }
+
+    fn insert_stream(&mut self, rep: u32, socket: u32) {
+        self.sweep();
+        let state = self.sockets.get(&socket).cloned().unwrap_or_default();
+        self.streams.insert(rep, state);
+    }
+
+    /// Drops the entries of sockets that are gone, now and then, so the maps stay as small
+    /// as the guest's live sockets.
+    fn sweep(&mut self) {
+        self.inserted += 1;
+        if self.inserted.is_multiple_of(SWEEP_EVERY) {
+            self.sockets.retain(|_, s| s.strong_count() > 0);
+            self.streams.retain(|_, s| s.strong_count() > 0);
+        }
+    }
+}
+
+/// Creates a UDP socket whose address checks are judged with a state of its own. The
+/// constructor hook in `limits` calls this instead of wasmtime-wasi's.
+pub(crate) async fn create_socket(
+    state: &mut HostState,
+    family: IpAddressFamily,
+) -> Result<Resource<UdpSocket>, SocketError> {
+    let socket_state = Arc::new(state.gate.udp_socket());
+    // wasmtime-wasi copies the context's check into each socket it creates, and offers no
+    // other way to give one socket its own: build a context with this socket's check and
+    // create the socket in it (the guest's table is the same).
+    let mut builder = WasiCtxBuilder::new();
+    network::grant_udp_socket(
+        &mut builder,
+        state.gate.clone(),
+        state.shared.clone(),
+        socket_state.clone(),
+    );
+    let mut own = std::mem::take(builder.build().sockets());
+    let mut view = WasiSocketsCtxView {
+        ctx: &mut own,
+        table: &mut state.table,
+    };
+    let result = udp_create_socket::Host::create_udp_socket(&mut view, family).await;
+    let socket = result?;
+    state.udp.insert_socket(socket.rep(), &socket_state);
+    Ok(socket)
+}
+
+/// Replaces `udp-socket.stream` and `incoming-datagram-stream.receive` (see the module
+/// documentation). Must run after wasmtime-wasi's own `add_to_linker`.
+pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
+    linker.allow_shadowing(true);
+    linker.instance(UDP)?.func_wrap_async(
+        "[method]udp-socket.stream",
+        |mut store: StoreContextMut<'_, HostState>,
+         (socket, remote): (Resource<UdpSocket>, Option<IpSocketAddress>)| {
+            Box::new(async move {
+                let rep = socket.rep();
+                let state = store.data_mut();
+                let mut view = state.sockets();
+                let streams: Result<
+                    (
+                        Resource<IncomingDatagramStream>,
+                        Resource<OutgoingDatagramStream>,
+                    ),
+                    ErrorCode,
+                > = match HostUdpSocket::stream(&mut view, socket, remote).await {
+                    Ok(streams) => Ok(streams),
+                    Err(err) => Err(view.convert_error_code(err)?),
+                };
+                if let Ok((incoming, _)) = &streams {
+                    state.udp.insert_stream(incoming.rep(), rep);
+                }
+                Ok((streams,))
+            })
+        },
+    )?;
+    linker.instance(UDP)?.func_wrap(
+        "[method]incoming-datagram-stream.receive",
+        |mut store: StoreContextMut<'_, HostState>,
+         (stream, max_results): (Resource<IncomingDatagramStream>, u64)| {
+            let rep = stream.rep();
+            let state = store.data_mut();
+            // A stream whose socket state is unknown hears nobody (it cannot happen: every
+            // stream is made by the hook above, from a socket made by `create_socket`).
+            let socket = state.udp.state(&state.udp.streams, rep).unwrap_or_default();
+            let (gate, shared) = (state.gate.clone(), state.shared.clone());
+            let mut kept: Vec<IncomingDatagram> = Vec::new();
+            let mut refused = 0;
+            loop {
+                let mut view = state.sockets();
+                // wasmtime-wasi reads at most 16 datagrams (and ~64 KiB) a call.
+                let this = Resource::new_borrow(rep);
+                let datagrams =
+                    match HostIncomingDatagramStream::receive(&mut view, this, max_results) {
+                        Ok(datagrams) => datagrams,
+                        Err(err) if refused == 0 => {
+                            return Ok((Err(view.convert_error_code(err)?),));
+                        }
+                        // Reported by the next call; the refused ones were consumed.
+                        Err(_) => break,
+                    };
+                let read = datagrams.len();
+                let now = Instant::now();
+                for datagram in datagrams {
+                    let from = SocketAddr::from(datagram.remote_address);
+                    let verdict = gate.check_udp(&socket, SocketOp::UdpReceive, from, now);
+                    if !verdict.repeat {
+                        shared.record(&verdict);
+                    }
+                    if verdict.allowed {
+                        kept.push(datagram);
+                    } else {
+                        refused += 1;
+                    }
+                }
+                // Refused datagrams are read on (draining the socket buffer, so a flood does
+                // not crowd out the datagrams that are allowed) but at most
+                // MAX_REFUSED_PER_CALL of them: then the guest gets control back.
+                let drained = (read as u64) < max_results.min(16);
+                if !kept.is_empty() || read == 0 || drained || refused >= MAX_REFUSED_PER_CALL {
+                    break;
+                }
+            }
+            Ok((Ok(kept),))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
