@@ -108,7 +108,11 @@ pub fn component(script: &Path, cache_dir: Option<&Path>) -> Result<Vec<u8>> {
     }
     // Read once: what is hashed is exactly what is built.
     let sources = Sources::read(&dir)?;
-    if !sources.files.iter().any(|(name, _)| *name == format!("{module}.py")) {
+    if !sources
+        .files
+        .iter()
+        .any(|(name, _)| *name == format!("{module}.py"))
+    {
         bail!(
             "{} is not a regular file inside {} (sockbox does not follow links out of a \
              guest's directory)",
@@ -424,6 +428,7 @@ fn build(tool: &Path, module: &str, sources: &Sources) -> Result<Vec<u8>> {
             .arg(module)
             .arg("--output")
             .arg(&out)
+            .die_with_parent()
             .spawn()
             .with_context(|| format!("run {}", tool.display()))?;
         let status = loop {
@@ -459,6 +464,34 @@ fn build(tool: &Path, module: &str, sources: &Sources) -> Result<Vec<u8>> {
     result
 }
 
+/// A build whose sockbox is gone (killed) must not spin on: the guest's code runs in it.
+trait DieWithParent {
+    fn die_with_parent(&mut self) -> &mut Self;
+}
+
+impl DieWithParent for Command {
+    #[cfg(target_os = "linux")]
+    fn die_with_parent(&mut self) -> &mut Self {
+        use std::os::unix::process::CommandExt as _;
+        // SAFETY: between fork and exec the closure makes one async-signal-safe system call
+        // and touches no memory of the parent. The signal comes when the forking thread ends,
+        // and that thread waits for the build below.
+        unsafe {
+            self.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn die_with_parent(&mut self) -> &mut Self {
+        self
+    }
+}
+
 /// Environment variable: seconds a Python build may take (default [`BUILD_TIMEOUT`]).
 pub const BUILD_TIMEOUT_ENV: &str = "SOCKBOX_BUILD_TIMEOUT";
 
@@ -472,9 +505,7 @@ fn build_timeout() -> Result<std::time::Duration> {
             .ok()
             .filter(|secs| *secs > 0)
             .map(std::time::Duration::from_secs)
-            .with_context(|| {
-                format!("{BUILD_TIMEOUT_ENV} is `{secs}`, not a number of seconds")
-            }),
+            .with_context(|| format!("{BUILD_TIMEOUT_ENV} is `{secs}`, not a number of seconds")),
         _ => Ok(BUILD_TIMEOUT),
     }
 }
@@ -598,7 +629,8 @@ mod tests {
         link(&guest.join("sub/helper.py"), "helper.py"); // inside: taken, as a copy
         link(&outside.join("secret.py"), "secret.py"); // outside: left out
         link(&outside, "elsewhere"); // a linked directory: not walked
-        let fifo = std::ffi::CString::new(guest.join("pipe.py").into_os_string().into_encoded_bytes());
+        let fifo =
+            std::ffi::CString::new(guest.join("pipe.py").into_os_string().into_encoded_bytes());
         assert_eq!(unsafe { libc::mkfifo(fifo.unwrap().as_ptr(), 0o600) }, 0); // never read
         let names: Vec<_> = Sources::read(&guest)
             .unwrap()

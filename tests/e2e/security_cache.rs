@@ -33,7 +33,12 @@ fn sockbox_with(cache: &Path, key: &Path) -> Command {
 
 /// Runs the built-in `guest` with `cache` and `key`, asks it once with `ask`, stops it;
 /// returns the answer and sockbox's stderr.
-fn run_builtin(guest: &str, cache: &Path, key: &Path, ask: fn(SocketAddr) -> Vec<u8>) -> (Vec<u8>, String) {
+fn run_builtin(
+    guest: &str,
+    cache: &Path,
+    key: &Path,
+    ask: fn(SocketAddr) -> Vec<u8>,
+) -> (Vec<u8>, String) {
     let mut command = sockbox_with(cache, key);
     command.args(["run", guest, "--listen", "127.0.0.1:0"]);
     let mut cli = Cli::from_command(command);
@@ -94,7 +99,10 @@ fn time_artifact() -> Vec<u8> {
         stream.read_to_end(&mut line).unwrap();
         line
     });
-    assert!(answer.ends_with(b"\n"), "time answered: {answer:?}\n{stderr}");
+    assert!(
+        answer.ends_with(b"\n"),
+        "time answered: {answer:?}\n{stderr}"
+    );
     std::fs::read(only_entry(&cache)).unwrap()[40..].to_vec()
 }
 
@@ -121,7 +129,10 @@ fn a_planted_entry_of_another_guest_is_compiled_again_not_loaded() {
     let entry = only_entry(&cache);
     let genuine = std::fs::read(&entry).unwrap();
     let second = run_echo(&cache, &key);
-    assert!(second.contains("origin=Cached"), "the cache works: {second}");
+    assert!(
+        second.contains("origin=Cached"),
+        "the cache works: {second}"
+    );
 
     let artifact = time_artifact();
     for magic in [b"sockbx01", b"sockbx02"] {
@@ -130,14 +141,21 @@ fn a_planted_entry_of_another_guest_is_compiled_again_not_loaded() {
         // run_echo asserts that echo, not time, answers.
         let stderr = run_echo(&cache, &key);
         assert!(stderr.contains("origin=Compiled"), "{stderr}");
-        assert_ne!(std::fs::read(&entry).unwrap(), planted, "the entry was rewritten");
+        assert_ne!(
+            std::fs::read(&entry).unwrap(),
+            planted,
+            "the entry was rewritten"
+        );
     }
     // A genuine entry of this user, restored (e.g. by CI) under another key: compiled again.
     std::fs::write(&entry, &genuine).unwrap();
     let other_key = fresh("planted-other-key").join("cache.key");
     let stderr = run_echo(&cache, &other_key);
     assert!(stderr.contains("origin=Compiled"), "{stderr}");
-    assert!(stderr.contains("authentication tag does not match"), "{stderr}");
+    assert!(
+        stderr.contains("authentication tag does not match"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -155,7 +173,11 @@ fn a_cache_dir_others_can_write_or_own_is_not_used() {
         );
         assert!(stderr.contains("writable by group or others"), "{stderr}");
         assert!(stderr.contains("origin=Compiled"), "{stderr}");
-        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0, "nothing written");
+        assert_eq!(
+            std::fs::read_dir(&cache).unwrap().count(),
+            0,
+            "nothing written"
+        );
     }
     assert_eq!(mode(&cache), 0o777, "left as it was");
 
@@ -166,7 +188,11 @@ fn a_cache_dir_others_can_write_or_own_is_not_used() {
         let stderr = run_echo(&cache, &key);
         assert!(stderr.contains("not using the compile cache"), "{stderr}");
         assert!(stderr.contains("belongs to user 65534"), "{stderr}");
-        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0, "nothing written");
+        assert_eq!(
+            std::fs::read_dir(&cache).unwrap().count(),
+            0,
+            "nothing written"
+        );
     }
 }
 
@@ -184,7 +210,10 @@ fn created_cache_dirs_and_files_are_private() {
     assert_eq!(mode(&key), 0o600, "key file");
     assert_eq!(mode(key.parent().unwrap()), 0o700, "key dir");
     assert_eq!(std::fs::metadata(&key).unwrap().len(), 32);
-    assert!(!key.starts_with(&cache), "the key is kept outside the cache");
+    assert!(
+        !key.starts_with(&cache),
+        "the key is kept outside the cache"
+    );
 
     // A key others could read is replaced (which costs one compile), never used.
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -215,7 +244,11 @@ fn links_planted_in_the_cache_are_not_followed() {
     let stderr = run_echo(&cache, &key);
     assert!(stderr.contains("symbolic link"), "{stderr}");
     assert!(stderr.contains("origin=Compiled"), "{stderr}");
-    assert_eq!(std::fs::read(&victim).unwrap(), planted, "not written through");
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        planted,
+        "not written through"
+    );
     assert!(std::fs::symlink_metadata(&entry).unwrap().is_file());
 
     // A link in place of the engine directory: the same.
@@ -228,7 +261,11 @@ fn links_planted_in_the_cache_are_not_followed() {
     std::os::unix::fs::symlink(&outside_dir, engine_dir).unwrap();
     let stderr = run_echo(&cache, &key);
     assert!(stderr.contains("origin=Compiled"), "{stderr}");
-    assert_eq!(std::fs::read(&outside_entry).unwrap(), planted, "not written through");
+    assert_eq!(
+        std::fs::read(&outside_entry).unwrap(),
+        planted,
+        "not written through"
+    );
     assert_eq!(std::fs::read_dir(&outside_dir).unwrap().count(), 1);
     assert!(std::fs::symlink_metadata(engine_dir).unwrap().is_dir());
     assert_eq!(mode(engine_dir), 0o700);
@@ -266,6 +303,16 @@ except Exception as e:
     SEEN["root"] = repr(e)
 for name in SEEN["root"] if isinstance(SEEN["root"], list) else []:
     attempt("/" + name)
+# The preopens componentize-py gives the build: its standard library and helpers, and one per
+# `--python-path` (and site-packages) directory, named by their index.
+SEEN["pythonpath"] = os.environ.get("PYTHONPATH")
+SEEN["preopens"] = {{}}
+for path in ["/python", "/bundled"] + ["/%d" % i for i in range(8)]:
+    try:
+        SEEN["preopens"][path] = sorted(os.listdir(path))[:20]
+        attempt(path)
+    except Exception:
+        pass
 for path in json.loads({targets:?}):
     attempt(path)
 try:
@@ -361,7 +408,10 @@ fn a_python_guest_s_build_time_code_writes_nothing_of_the_host() {
     let script = guest.join("app.py");
     std::fs::write(
         &script,
-        hostile_app(&[&guest, &home, &config, &site, &tmp, Path::new("/tmp")], port),
+        hostile_app(
+            &[&guest, &home, &config, &site, &tmp, Path::new("/tmp")],
+            port,
+        ),
     )
     .unwrap();
     let before: Vec<String> = tree(&base)
@@ -389,17 +439,28 @@ fn a_python_guest_s_build_time_code_writes_nothing_of_the_host() {
         .into_iter()
         .filter(|p| !p.starts_with("cache") && !p.starts_with("keys") && !p.starts_with("out"))
         .collect();
-    assert_eq!(after, before, "the build left something behind (or wrote beside the guest)");
-    assert!(listener.accept().is_err(), "the build connected to the host");
+    assert_eq!(
+        after, before,
+        "the build left something behind (or wrote beside the guest)"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "the build connected to the host"
+    );
 
     // A build planted in the Python build cache (another component at the right name, as
     // f74a5f3 stored it: the bare component) is built again, not used.
-    let entries: Vec<_> = std::fs::read_dir(cache.join("python")).unwrap().flatten().collect();
+    let entries: Vec<_> = std::fs::read_dir(cache.join("python"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
     let planted = sockbox::builtin::get("time").unwrap();
     std::fs::write(entries[0].path(), planted).unwrap();
     let mut run = with_env(sockbox_with(&cache, &key));
-    run.arg("run").arg(&script).args(["--listen", "127.0.0.1:0"]);
+    run.arg("run")
+        .arg(&script)
+        .args(["--listen", "127.0.0.1:0"]);
     let mut cli = Cli::from_command(run);
     let (_, addr) = cli.ready();
     let mut stream = TcpStream::connect(addr).unwrap();
@@ -425,7 +486,10 @@ fn a_python_guest_s_build_time_code_writes_nothing_of_the_host() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert!(!env.contains(&"SOCKBOX_TEST_CANARY"), "host environment: {env:?}");
+    assert!(
+        !env.contains(&"SOCKBOX_TEST_CANARY"),
+        "host environment: {env:?}"
+    );
     assert!(!env.contains(&"HOME"), "host environment: {env:?}");
     assert_ne!(seen["connect"], "connected");
     let after: Vec<String> = tree(&base)
@@ -433,7 +497,10 @@ fn a_python_guest_s_build_time_code_writes_nothing_of_the_host() {
         .filter(|p| !p.starts_with("cache") && !p.starts_with("keys") && !p.starts_with("out"))
         .collect();
     assert_eq!(after, before, "the second build left something behind");
-    assert!(listener.accept().is_err(), "the build connected to the host");
+    assert!(
+        listener.accept().is_err(),
+        "the build connected to the host"
+    );
 }
 
 #[test]
@@ -457,7 +524,15 @@ fn a_python_guest_whose_build_time_code_loops_is_stopped() {
     let (code, stderr) = run_bounded(build, Duration::from_secs(120));
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("did not finish within 5 s"), "{stderr}");
-    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(!base.join("spin.wasm").exists());
-    assert_eq!(tree(&tmp), Vec::<String>::new(), "the build directory was removed");
+    assert_eq!(
+        tree(&tmp),
+        Vec::<String>::new(),
+        "the build directory was removed"
+    );
 }

@@ -266,10 +266,7 @@ fn check_dir(dir: &Path) -> Result<()> {
     }
     let me = rustix::process::geteuid().as_raw();
     if meta.uid() != me {
-        bail!(
-            "it belongs to user {}, not to this user ({me})",
-            meta.uid()
-        );
+        bail!("it belongs to user {}, not to this user ({me})", meta.uid());
     }
     let mode = meta.mode() & 0o7777;
     if mode & 0o022 != 0 {
@@ -363,7 +360,8 @@ fn load_or_make_key(path: &Path) -> Result<[u8; KEY_LEN]> {
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let me = rustix::process::geteuid().as_raw();
-    let dir_meta = fs::metadata(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
+    let dir_meta =
+        fs::metadata(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
     if dir_meta.uid() != me || dir_meta.mode() & 0o022 != 0 {
         bail!(
             "its directory {} must belong to this user and be writable by nobody else",
@@ -437,7 +435,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sockbox-cache-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         check_dir(&dir).unwrap();
-        Trusted { dir, key: [7; KEY_LEN] }
+        Trusted {
+            dir,
+            key: [7; KEY_LEN],
+        }
     }
 
     #[test]
@@ -445,12 +446,23 @@ mod tests {
         let store = store("roundtrip");
         let entry = Path::new("engine-1/a.cwasm");
         store.write(entry, b"a", b"some compiled code").unwrap();
-        assert_eq!(store.read(entry, b"a").unwrap().unwrap(), b"some compiled code");
+        assert_eq!(
+            store.read(entry, b"a").unwrap().unwrap(),
+            b"some compiled code"
+        );
         // Moved to another entry's name, or read with another key: refused.
         assert!(store.read(entry, b"b").is_err());
-        let other = Trusted { dir: store.dir.clone(), key: [8; KEY_LEN] };
+        let other = Trusted {
+            dir: store.dir.clone(),
+            key: [8; KEY_LEN],
+        };
         assert!(other.read(entry, b"a").is_err());
-        assert!(store.read(Path::new("engine-1/none.cwasm"), b"a").unwrap().is_none());
+        assert!(
+            store
+                .read(Path::new("engine-1/none.cwasm"), b"a")
+                .unwrap()
+                .is_none()
+        );
         fs::remove_dir_all(&store.dir).unwrap();
     }
 
@@ -465,7 +477,12 @@ mod tests {
         *flipped.last_mut().unwrap() ^= 1;
         let mut foreign = good.clone();
         foreign[0] = b'X';
-        for bad in [&good[..good.len() - 1], &flipped, &foreign, &good[..MAGIC.len() + TAG]] {
+        for bad in [
+            &good[..good.len() - 1],
+            &flipped,
+            &foreign,
+            &good[..MAGIC.len() + TAG],
+        ] {
             fs::write(&path, bad).unwrap();
             assert!(store.read(entry, b"a").is_err());
         }
@@ -497,7 +514,10 @@ mod tests {
         }
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         check_dir(&dir).unwrap();
-        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 
