@@ -181,6 +181,12 @@ fn a_cache_dir_others_can_write_or_own_is_not_used() {
     }
     assert_eq!(mode(&cache), 0o777, "left as it was");
 
+    // A key kept inside the cache would travel with it: refused too.
+    let private = fresh("key-inside");
+    let stderr = run_echo(&private, &private.join("cache.key"));
+    assert!(stderr.contains("is inside it"), "{stderr}");
+    assert!(stderr.contains("origin=Compiled"), "{stderr}");
+
     // Owned by another user (root can make one here): refused as well.
     if rustix::process::geteuid().is_root() {
         std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();

@@ -162,6 +162,15 @@ pub(crate) fn trusted(dir: &Path) -> Option<Arc<Trusted>> {
         .or_insert_with(|| {
             let verdict = check_dir(dir).and_then(|()| {
                 let key = user_key().map_err(|err| anyhow::anyhow!("{err}"))?;
+                if let Some(path) = key_path()
+                    && inside(&path, dir)
+                {
+                    bail!(
+                        "its key {} is inside it: keep the key outside the cache (whoever \
+                         restores or copies the cache would have it)",
+                        path.display()
+                    );
+                }
                 Ok(Arc::new(Trusted {
                     dir: dir.to_path_buf(),
                     key,
@@ -336,6 +345,18 @@ fn user_key() -> Result<[u8; KEY_LEN], String> {
         load_or_make_key(&path).map_err(|err| format!("key {}: {err:#}", path.display()))
     })
     .clone()
+}
+
+/// Is the file `path` somewhere under `dir` (both resolved)?
+fn inside(path: &Path, dir: &Path) -> bool {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    match (
+        parent.unwrap_or(Path::new(".")).canonicalize(),
+        dir.canonicalize(),
+    ) {
+        (Ok(parent), Ok(dir)) => parent.starts_with(dir),
+        _ => false,
+    }
 }
 
 /// `SOCKBOX_CACHE_KEY_FILE`, else `sockbox/cache.key` in the user's config directory.
@@ -518,6 +539,17 @@ mod tests {
             fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
             0o700
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_key_inside_the_cache_is_seen() {
+        let dir = std::env::temp_dir().join(format!("sockbox-cache-in-{}", std::process::id()));
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        assert!(inside(&dir.join("cache.key"), &dir));
+        assert!(inside(&dir.join("sub/cache.key"), &dir));
+        assert!(inside(&dir.join("sub/../cache.key"), &dir.join(".")));
+        assert!(!inside(&dir.join("cache.key"), &dir.join("sub")));
         fs::remove_dir_all(&dir).unwrap();
     }
 
