@@ -21,7 +21,7 @@ use crate::support::{
 };
 
 /// The virtual environment with the pinned componentize-py; made once, shared by all runs.
-fn componentize_py() -> &'static Path {
+pub(crate) fn componentize_py() -> &'static Path {
     static TOOL: OnceLock<PathBuf> = OnceLock::new();
     TOOL.get_or_init(|| {
         let version = sockbox::python::COMPONENTIZE_PY_VERSION;

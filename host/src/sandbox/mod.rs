@@ -40,7 +40,7 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 use crate::audit::{AuditEvent, AuditLog};
 use crate::policy::{Gate, Policy};
 pub use cache::CompileCache;
-pub(crate) use cache::{hex, write_aside};
+pub(crate) use cache::{hex, trusted as trusted_cache};
 pub use inspect::{Inspection, inspect};
 pub use limits::{
     DEFAULT_MAX_BUSY, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MEMORY, DEFAULT_MAX_SOCKETS, FdBudget,
