@@ -23,6 +23,7 @@ mod policy_cli;
 mod proxy;
 mod python;
 mod rcmd;
+mod security_diff;
 mod soak;
 mod time;
 mod udp_echo;
