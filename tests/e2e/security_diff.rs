@@ -29,11 +29,12 @@
 //! --nocapture` (see docs/security-differential.md).
 //!
 //! UDP receive follows the per-socket rule (issue 14, item 1): a socket bound only to send
-//! (the wildcard, port 0, without a udp-bind grant) hears only the peers that socket sent to
-//! (or a `udp-recv` rule's senders), and a reply goes only to a peer that socket heard. That
-//! part of the model is in [`Model::udp_recv_allowed`] and [`Model::udp_send_allowed`].
+//! (the wildcard, port 0, without a udp-bind grant) hears only the peers that socket sent to,
+//! is never announced `ready`, and a reply goes only to a peer that socket heard. That part of
+//! the model is in [`Model::udp_recv_allowed`] and [`Model::udp_send_allowed`]; on the code
+//! before that rule (f74a5f3) those checks and the `ready` check fail, as they should.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
@@ -105,7 +106,10 @@ fn differential_long_run() {
         let report = run_sequence(seed, ops);
         totals.add(&report);
         if !report.failures.is_empty() {
-            eprintln!("{}", report.describe());
+            eprintln!("seed {seed}: {} failure(s)", report.failures.len());
+            for failure in report.failures.iter().take(3) {
+                eprintln!("  FAIL {failure}");
+            }
             failed.push(seed);
         }
         seed += 1;
@@ -288,15 +292,16 @@ impl Model {
         }
     }
 
-    /// Whether `sock` may hear `peer` (per socket, issue 14 item 1): a peer this socket sent to
-    /// (a reply), a sender a `udp-recv` rule names, or, on a socket bound by a udp-bind grant
-    /// and while no `udp-recv` rule narrows it, anyone. A socket bound only to send hears no
-    /// stranger, and a peer another socket talked to is a stranger to this one.
+    /// Whether `sock` may hear `peer` (per socket, issue 14 item 1): a peer this socket sent
+    /// to (a reply); on a socket bound by a udp-bind grant (a server), anyone, or only the
+    /// senders `udp-recv` rules name when there are such rules. A socket bound only to send
+    /// (the wildcard, port 0, without a udp-bind grant) hears nobody else, whatever the
+    /// `udp-recv` rules say, and a peer another socket talked to is a stranger to this one.
     fn udp_recv_allowed(&self, sock: &GuestSocket, peer: SocketAddr) -> bool {
         let peer = canonical(peer);
         sock.sent_to.contains(&peer)
-            || self.allows("udp-recv", peer)
-            || (sock.udp_origin == Some(UdpOrigin::Granted) && !self.has("udp-recv"))
+            || (sock.udp_origin == Some(UdpOrigin::Granted)
+                && (!self.has("udp-recv") || self.allows("udp-recv", peer)))
     }
 
     /// Whether `sock` may send to `peer`: a udp-send grant, or a reply to a peer this very
@@ -796,6 +801,31 @@ struct Totals {
     audit_lines: u64,
     failures: u64,
     failing_sequences: u64,
+    /// Failures by kind (see [`kind`]), with the seeds that showed each.
+    kinds: BTreeMap<&'static str, (u64, Vec<u64>)>,
+}
+
+/// What kind of finding a failure is, so a long run's figures say which promise broke.
+fn kind(failure: &str) -> &'static str {
+    if failure.contains("announced ready") {
+        "ready line for a socket no grant serves (item 1)"
+    } else if failure.contains("bound only to send) heard") {
+        "a send-only UDP socket heard a stranger (item 1)"
+    } else if failure.contains(" heard ") {
+        "a UDP socket heard a peer it may not (item 1)"
+    } else if failure.contains("datagram from socket") || failure.contains("UDP connect") {
+        "a UDP send or connect to a peer this socket may not answer (item 1)"
+    } else if failure.starts_with("kernel: udp") {
+        "kernel: a UDP socket connected to a peer no grant allows (item 1)"
+    } else if failure.starts_with("kernel:") || failure.contains("the kernel") {
+        "kernel: a socket outside the grants, or not the guest's"
+    } else if failure.starts_with("audit:") {
+        "audit log inconsistent with the policy"
+    } else if failure.starts_with("OP ") {
+        "an operation the model and the host disagree on"
+    } else {
+        "other"
+    }
 }
 
 impl Totals {
@@ -808,6 +838,13 @@ impl Totals {
         self.audit_lines += r.audit_lines;
         self.failures += r.failures.len() as u64;
         self.failing_sequences += u64::from(!r.failures.is_empty());
+        for failure in &r.failures {
+            let entry = self.kinds.entry(kind(failure)).or_default();
+            entry.0 += 1;
+            if entry.1.last() != Some(&r.seed) {
+                entry.1.push(r.seed);
+            }
+        }
     }
 }
 
@@ -827,7 +864,15 @@ impl std::fmt::Display for Totals {
             self.audit_lines,
             self.failures,
             self.failing_sequences
-        )
+        )?;
+        for (kind, (count, seeds)) in &self.kinds {
+            let shown: Vec<_> = seeds.iter().take(8).collect();
+            write!(f, "\n  {count} x {kind}: seeds {shown:?}")?;
+            if seeds.len() > 8 {
+                write!(f, " and {} more", seeds.len() - 8)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1418,7 +1463,13 @@ impl Run<'_> {
             "udp-bind" => m.allows("udp-bind", at),
             "udp-send" if is_implicit(at) => m.has("udp-send"),
             "udp-send" => m.allows("udp-send", at),
-            "udp-recv" => m.allows("udp-recv", at),
+            // Which socket refused the datagram is not in the line: a socket bound only to
+            // send refuses everyone it did not send to. Only without such sockets (no
+            // udp-send rule) is every bound socket a server, whose refusals are checkable.
+            "udp-recv" => {
+                !m.has("udp-send")
+                    && (m.allows("udp-recv", at) || (m.has("udp-bind") && !m.has("udp-recv")))
+            }
             _ => false,
         };
         if wrong {
