@@ -62,10 +62,12 @@ fn random_socket_operations_stay_inside_random_policies() {
         Ok(seed) => vec![seed.parse().expect("SOCKBOX_DIFF_SEED is a number")],
         Err(_) => SHORT_SEEDS.to_vec(),
     };
+    // A seed of the long run replays with its operation count.
+    let ops = env_number("SOCKBOX_DIFF_OPS").unwrap_or(SHORT_OPS);
     let mut totals = Totals::default();
     let mut failed = Vec::new();
     for seed in seeds {
-        let report = run_sequence(seed, SHORT_OPS);
+        let report = run_sequence(seed, ops);
         totals.add(&report);
         if !report.failures.is_empty() {
             failed.push(report.describe());
@@ -84,10 +86,7 @@ fn differential_long_run() {
         .ok()
         .and_then(|m| m.parse().ok())
         .unwrap_or(10.0);
-    let ops: u64 = std::env::var("SOCKBOX_DIFF_OPS")
-        .ok()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(300);
+    let ops = env_number("SOCKBOX_DIFF_OPS").unwrap_or(300);
     let first: u64 = std::env::var("SOCKBOX_DIFF_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -106,7 +105,10 @@ fn differential_long_run() {
         let report = run_sequence(seed, ops);
         totals.add(&report);
         if !report.failures.is_empty() {
-            eprintln!("seed {seed}: {} failure(s)", report.failures.len());
+            eprintln!(
+                "seed {seed}: {} failure(s) (rerun: SOCKBOX_DIFF_SEED={seed} SOCKBOX_DIFF_OPS={ops} cargo test --test e2e security_diff)",
+                report.failures.len()
+            );
             for failure in report.failures.iter().take(3) {
                 eprintln!("  FAIL {failure}");
             }
@@ -119,6 +121,10 @@ fn differential_long_run() {
         started.elapsed().as_secs_f64() / 60.0
     );
     assert!(failed.is_empty(), "failing seeds: {failed:?}");
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -699,11 +705,13 @@ fn snapshot(pid: u32) -> Vec<KernelSocket> {
             }
             let local = proc_addr(fields[1]);
             let remote = proc_addr(fields[2]);
+            // A UDP socket is connected only in state 01; after a disconnect Linux keeps an
+            // IPv6 socket's old peer address (with port 0) in the table.
+            let connected = remote.port() != 0 && (tcp || fields[3] == "01");
             sockets.push(KernelSocket {
                 tcp,
                 local: canonical(local),
-                remote: (!remote.ip().is_unspecified() || remote.port() != 0)
-                    .then(|| canonical(remote)),
+                remote: connected.then(|| canonical(remote)),
                 listening: tcp && fields[3] == "0A",
             });
         }
@@ -749,6 +757,8 @@ fn now_ns() -> u128 {
 #[derive(Default)]
 struct Report {
     seed: u64,
+    /// Operations asked for (`ops` counts those the guest reported).
+    requested: u64,
     policy: Vec<String>,
     ops: u64,
     snapshots_synced: u64,
@@ -769,10 +779,11 @@ impl Report {
 
     fn describe(&self) -> String {
         let mut text = format!(
-            "seed {}: {} failure(s) (rerun: SOCKBOX_DIFF_SEED={} cargo test --test e2e security_diff)\npolicy: {}\n",
+            "seed {}: {} failure(s) (rerun: SOCKBOX_DIFF_SEED={} SOCKBOX_DIFF_OPS={} cargo test --test e2e security_diff)\npolicy: {}\n",
             self.seed,
             self.failures.len(),
             self.seed,
+            self.requested,
             self.policy.join(" ")
         );
         for failure in self.failures.iter().take(25) {
@@ -812,9 +823,11 @@ fn kind(failure: &str) -> &'static str {
     } else if failure.contains("bound only to send) heard") {
         "a send-only UDP socket heard a stranger (item 1)"
     } else if failure.contains(" heard ") {
-        "a UDP socket heard a peer it may not (item 1)"
+        "a udp-bind server heard a peer its udp-recv rules exclude, that only another socket talked to (item 1)"
     } else if failure.contains("datagram from socket") || failure.contains("UDP connect") {
         "a UDP send or connect to a peer this socket may not answer (item 1)"
+    } else if failure.starts_with("kernel: udp") && failure.contains("no udp-bind rule") {
+        "kernel: a UDP socket bound outside the grants"
     } else if failure.starts_with("kernel: udp") {
         "kernel: a UDP socket connected to a peer no grant allows (item 1)"
     } else if failure.starts_with("kernel:") || failure.contains("the kernel") {
@@ -1192,8 +1205,10 @@ impl Run<'_> {
             } else {
                 // A socket bound to the wildcard takes the source address of its route when
                 // it is connected, so a connected one may show a concrete local address.
+                let on_wildcard = SocketAddr::new(wildcard(k.local.is_ipv6()).ip(), k.local.port());
                 let local_ok = m.allows_held("udp-bind", k.local)
-                    || ((k.local.ip().is_unspecified() || k.remote.is_some()) && m.has("udp-send"));
+                    || ((k.local.ip().is_unspecified() || k.remote.is_some())
+                        && (m.has("udp-send") || m.allows_held("udp-bind", on_wildcard)));
                 if !local_ok {
                     self.fail(format!("kernel: {k}, and no udp-bind rule grants it"));
                 }
@@ -1546,6 +1561,7 @@ fn run_sequence(seed: u64, ops: u64) -> Report {
         model: &model,
         report: Report {
             seed,
+            requested: ops,
             policy: model.rules.iter().map(|r| r.source.clone()).collect(),
             ..Report::default()
         },
