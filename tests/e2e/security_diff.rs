@@ -23,9 +23,10 @@
 //!   rule grants), every operation that needed a grant has its allow line, and `ready` is only
 //!   ever printed for an address a listen or udp-bind rule grants.
 //!
-//! A failure names the seed; `SOCKBOX_DIFF_SEED=<seed> cargo test --test e2e security_diff`
-//! reruns exactly that policy and operation sequence. The long run is by hand:
-//! `SOCKBOX_DIFF_MINUTES=10 cargo test --release --test e2e security_diff -- --ignored
+//! A failure names the seed; `SOCKBOX_DIFF_SEED=<seed> SOCKBOX_DIFF_OPS=<n> cargo test --test
+//! e2e security_diff` reruns that policy and the same draws of operations (what depends on
+//! timing, such as whether a datagram has arrived yet, may differ). The long run is by hand:
+//! `SOCKBOX_DIFF_MINUTES=10 cargo test --test e2e differential_long_run -- --ignored
 //! --nocapture` (see docs/security-differential.md).
 //!
 //! UDP receive follows the per-socket rule (issue 14, item 1): a socket bound only to send
