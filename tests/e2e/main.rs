@@ -25,6 +25,7 @@ mod proxy;
 mod python;
 mod rcmd;
 mod security_cache;
+mod security_diff;
 mod security_limits;
 mod security_logs;
 mod security_udp;
