@@ -27,7 +27,7 @@
 //! e2e security_diff` reruns that policy and the same draws of operations (what depends on
 //! timing, such as whether a datagram has arrived yet, may differ). The long run is by hand:
 //! `SOCKBOX_DIFF_MINUTES=10 cargo test --test e2e differential_long_run -- --ignored
-//! --nocapture` (see docs/security-differential.md).
+//! --nocapture` (see docs/security.md, "The differential check").
 //!
 //! UDP receive follows the per-socket rule (issue 14, item 1): a socket bound only to send
 //! (the wildcard, port 0, without a udp-bind grant) hears only the peers that socket sent to,
