@@ -109,8 +109,19 @@ fn learn_prints_a_policy_that_runs_the_guest_without_denials() {
 async fn new_scaffolds_a_guest_that_builds_and_serves() {
     let dir = temp_dir("new");
     let crate_dir = dir.join("hello-guest");
-    let (code, _, stderr) = sockbox(&["new", "hello-guest", "--dir", crate_dir.to_str().unwrap()]);
+    // `--sdk`: a checkout's SDK, as SDK developers use it (the SDK built into the binary is
+    // tested from outside the repository in scaffold.rs).
+    let sdk = concat!(env!("CARGO_MANIFEST_DIR"), "/../guests/sdk");
+    let (code, _, stderr) = sockbox(&[
+        "new",
+        "hello-guest",
+        "--dir",
+        crate_dir.to_str().unwrap(),
+        "--sdk",
+        sdk,
+    ]);
     assert_eq!(code, Some(0), "{stderr}");
+    assert!(!crate_dir.join("vendor").exists());
     assert!(
         stderr.contains("cargo build --release --target wasm32-wasip2"),
         "{stderr}"

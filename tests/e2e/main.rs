@@ -24,6 +24,7 @@ mod policy_cli;
 mod proxy;
 mod python;
 mod rcmd;
+mod scaffold;
 mod security_cache;
 mod security_diff;
 mod security_limits;
