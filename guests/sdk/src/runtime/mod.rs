@@ -12,21 +12,23 @@
 //!   for the next round, so a busy connection cannot starve the others.
 //! - [`reactor`]: after each round, exactly one `poll`, over the registrations somebody waits
 //!   on (plus the earliest timer), non-blocking if tasks are already runnable.
-//! - [`registration`], [`registry`]: one pollable per stream or socket, subscribed once and
-//!   kept for its life; operations are tried first and wait only when they would block.
-//! - [`timers`], [`time`]: a timer heap behind a single clock pollable; `sleep`, `timeout`, and
-//!   the `Deadline` of connection timeouts (moved freely, re-armed lazily).
+//! - [`pollables`]: the reactor's table of watched pollables and their waiters;
+//!   [`registration`]: a stream's or socket's entry in it, subscribed once and kept for its
+//!   life; operations are tried first and wait only when they would block.
+//! - [`timer_heap`]: the reactor's heap of deadlines behind a single clock pollable;
+//!   [`sleep`](mod@sleep): what guests use of it, `sleep`, `timeout`, and the `Deadline` of
+//!   connection timeouts (moved freely, re-armed lazily).
 //! - [`coop`]: a per-turn budget, so a task whose operations never block still yields.
 //! - [`block_on`](mod@block_on): the loop, and the teardown that drops leftover tasks before the reactor.
 
 mod block_on;
 mod coop;
 mod executor;
+mod pollables;
 mod reactor;
 mod registration;
-mod registry;
-mod time;
-mod timers;
+mod sleep;
+mod timer_heap;
 
 #[cfg(test)]
 mod test_support;
@@ -36,6 +38,6 @@ pub(crate) use coop::cooperate;
 pub use executor::{Task, spawn};
 pub(crate) use reactor::now;
 pub(crate) use registration::Registration;
-pub(crate) use time::{Deadline, NEVER};
-pub use time::{Elapsed, Sleep, sleep, timeout};
-pub(crate) use timers::Instant;
+pub(crate) use sleep::{Deadline, NEVER};
+pub use sleep::{Elapsed, Sleep, sleep, timeout};
+pub(crate) use timer_heap::Instant;

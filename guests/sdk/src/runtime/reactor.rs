@@ -12,21 +12,21 @@ use std::task::Waker;
 use wasip2::clocks::monotonic_clock;
 use wasip2::io::poll::{Pollable, poll};
 
-use super::registry::Registry;
-use super::timers::{Instant, Timers};
+use super::pollables::PollableTable;
+use super::timer_heap::{Instant, TimerHeap};
 
 thread_local! {
     static REACTOR: RefCell<Option<Reactor>> = const { RefCell::new(None) };
 }
 
 pub(crate) struct Reactor {
-    pub(crate) registry: Registry<Pollable>,
-    pub(crate) timers: Timers,
+    pub(crate) pollables: PollableTable<Pollable>,
+    pub(crate) timers: TimerHeap,
     /// A pollable for the earliest deadline, kept while that deadline stays the earliest.
     alarm: Option<(Instant, Pollable)>,
     /// Ready at once and forever: added to a poll that must not block.
     always_ready: Pollable,
-    /// The registry key behind each index of the last poll list (kept for its capacity).
+    /// The pollable table's key behind each index of the last poll list (kept for its capacity).
     polled: Vec<usize>,
     /// The clock read once per round, on first demand (see [`now`]).
     now: Option<Instant>,
@@ -35,8 +35,8 @@ pub(crate) struct Reactor {
 impl Reactor {
     fn new() -> Reactor {
         Reactor {
-            registry: Registry::default(),
-            timers: Timers::default(),
+            pollables: PollableTable::default(),
+            timers: TimerHeap::default(),
             alarm: None,
             always_ready: monotonic_clock::subscribe_duration(0),
             polled: Vec::new(),
@@ -54,7 +54,7 @@ impl Reactor {
             self.alarm = deadline.map(|at| (at, monotonic_clock::subscribe_instant(at)));
         }
         let mut targets = Vec::with_capacity(self.polled.len() + 2);
-        self.registry.waited_on(&mut self.polled, &mut targets);
+        self.pollables.waited_on(&mut self.polled, &mut targets);
         let alarm_index = self.alarm.as_ref().map(|(_, alarm)| {
             targets.push(alarm);
             targets.len() - 1
@@ -70,7 +70,7 @@ impl Reactor {
         let mut alarm_rang = false;
         for index in ready.into_iter().map(|i| i as usize) {
             match self.polled.get(index) {
-                Some(&key) => self.registry.fire(key, woken),
+                Some(&key) => self.pollables.fire(key, woken),
                 None => alarm_rang |= Some(index) == alarm_index,
             }
         }
@@ -134,7 +134,7 @@ pub(crate) fn now() -> Instant {
 pub(crate) fn take_all_wakers() -> Vec<Waker> {
     let mut wakers = Vec::new();
     with_if_running(|reactor| {
-        reactor.registry.take_all_waiters(&mut wakers);
+        reactor.pollables.take_all_waiters(&mut wakers);
         reactor.timers.take_all_wakers(&mut wakers);
     });
     wakers

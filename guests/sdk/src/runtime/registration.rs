@@ -20,7 +20,7 @@ impl Registration {
     /// Hands `pollable` to the reactor. Panics outside [`crate::run`].
     pub(crate) fn new(pollable: Pollable) -> Registration {
         Registration {
-            key: reactor::with(|reactor| reactor.registry.insert(pollable)),
+            key: reactor::with(|reactor| reactor.pollables.insert(pollable)),
         }
     }
 
@@ -35,13 +35,13 @@ impl Registration {
 
     /// [`Registration::wait`] for futures that own their registration; `seen` starts `None`.
     pub(crate) fn poll_wait(&self, cx: &mut Context<'_>, seen: &mut Option<u64>) -> Poll<()> {
-        reactor::with(|reactor| reactor.registry.poll_wait(self.key, cx.waker(), seen))
+        reactor::with(|reactor| reactor.pollables.poll_wait(self.key, cx.waker(), seen))
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let removed = reactor::with_if_running(|reactor| reactor.registry.remove(self.key));
+        let removed = reactor::with_if_running(|reactor| reactor.pollables.remove(self.key));
         // The pollable and any stale wakers go outside the reactor's borrow.
         drop(removed);
     }

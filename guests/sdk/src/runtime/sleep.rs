@@ -4,14 +4,14 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
+use std::task::{Context, Poll};
 
 use futures_lite::future;
 use wasip2::clocks::monotonic_clock;
 
 use super::reactor;
-use super::timers::Instant;
+use super::timer_heap::Instant;
 
 /// Waits for `duration` (at least) on the monotonic clock, counted from this call.
 pub fn sleep(duration: Duration) -> Sleep {

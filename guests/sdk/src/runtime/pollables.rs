@@ -11,7 +11,7 @@ use std::task::{Poll, Waker};
 
 use slab::Slab;
 
-pub(crate) struct Registry<P> {
+pub(crate) struct PollableTable<P> {
     entries: Slab<Entry<P>>,
 }
 
@@ -46,16 +46,16 @@ impl<P> Entry<P> {
     }
 }
 
-impl<P> Default for Registry<P> {
+impl<P> Default for PollableTable<P> {
     fn default() -> Self {
-        Registry {
+        PollableTable {
             entries: Slab::new(),
         }
     }
 }
 
-impl<P> Registry<P> {
-    /// Starts watching `pollable`; the key names it until [`Registry::remove`].
+impl<P> PollableTable<P> {
+    /// Starts watching `pollable`; the key names it until [`PollableTable::remove`].
     pub(crate) fn insert(&mut self, pollable: P) -> usize {
         self.entries.insert(Entry {
             pollable,
@@ -131,18 +131,18 @@ mod tests {
 
     #[test]
     fn only_waited_on_entries_are_polled_with_their_keys() {
-        let mut registry = Registry::default();
-        let idle = registry.insert("idle");
-        let busy = registry.insert("busy");
+        let mut table = PollableTable::default();
+        let idle = table.insert("idle");
+        let busy = table.insert("busy");
         let waker = CountingWaker::new();
         let mut seen = None;
         assert!(
-            registry
+            table
                 .poll_wait(busy, &waker.waker(), &mut seen)
                 .is_pending()
         );
         let (mut keys, mut targets) = (Vec::new(), Vec::new());
-        registry.waited_on(&mut keys, &mut targets);
+        table.waited_on(&mut keys, &mut targets);
         assert_eq!(keys, [busy]);
         assert_eq!(targets, [&"busy"]);
         assert_ne!(idle, busy);
@@ -150,23 +150,15 @@ mod tests {
 
     #[test]
     fn firing_wakes_once_and_readies_the_wait() {
-        let mut registry = Registry::default();
-        let key = registry.insert(());
+        let mut table = PollableTable::default();
+        let key = table.insert(());
         let waker = CountingWaker::new();
         let mut seen = None;
-        assert!(
-            registry
-                .poll_wait(key, &waker.waker(), &mut seen)
-                .is_pending()
-        );
+        assert!(table.poll_wait(key, &waker.waker(), &mut seen).is_pending());
         // A spurious wake-up (something else in the task) is not readiness.
-        assert!(
-            registry
-                .poll_wait(key, &waker.waker(), &mut seen)
-                .is_pending()
-        );
+        assert!(table.poll_wait(key, &waker.waker(), &mut seen).is_pending());
         let mut woken = Vec::new();
-        registry.fire(key, &mut woken);
+        table.fire(key, &mut woken);
         assert_eq!(
             woken.len(),
             1,
@@ -174,43 +166,35 @@ mod tests {
         );
         woken.drain(..).for_each(Waker::wake);
         assert_eq!(waker.count(), 1);
-        assert!(
-            registry
-                .poll_wait(key, &waker.waker(), &mut seen)
-                .is_ready()
-        );
+        assert!(table.poll_wait(key, &waker.waker(), &mut seen).is_ready());
         // Fired and cleared: nothing waits any more, so it leaves the poll list.
         let (mut keys, mut targets) = (Vec::new(), Vec::new());
-        registry.waited_on(&mut keys, &mut targets);
+        table.waited_on(&mut keys, &mut targets);
         assert!(keys.is_empty());
     }
 
     #[test]
     fn a_new_wait_after_a_fire_waits_for_the_next_one() {
-        let mut registry = Registry::default();
-        let key = registry.insert(());
+        let mut table = PollableTable::default();
+        let key = table.insert(());
         let waker = CountingWaker::new();
         let mut woken = Vec::new();
-        registry.fire(key, &mut woken);
+        table.fire(key, &mut woken);
         let mut seen = None;
-        assert!(
-            registry
-                .poll_wait(key, &waker.waker(), &mut seen)
-                .is_pending()
-        );
+        assert!(table.poll_wait(key, &waker.waker(), &mut seen).is_pending());
     }
 
     #[test]
     fn two_tasks_on_one_entry_are_both_woken() {
-        let mut registry = Registry::default();
-        let key = registry.insert(());
+        let mut table = PollableTable::default();
+        let key = table.insert(());
         let (a, b) = (CountingWaker::new(), CountingWaker::new());
         let (mut seen_a, mut seen_b) = (None, None);
-        let _ = registry.poll_wait(key, &a.waker(), &mut seen_a);
-        let _ = registry.poll_wait(key, &b.waker(), &mut seen_b);
-        let _ = registry.poll_wait(key, &b.waker(), &mut seen_b);
+        let _ = table.poll_wait(key, &a.waker(), &mut seen_a);
+        let _ = table.poll_wait(key, &b.waker(), &mut seen_b);
+        let _ = table.poll_wait(key, &b.waker(), &mut seen_b);
         let mut woken = Vec::new();
-        registry.fire(key, &mut woken);
+        table.fire(key, &mut woken);
         assert_eq!(woken.len(), 2);
         woken.drain(..).for_each(Waker::wake);
         assert_eq!((a.count(), b.count()), (1, 1));
@@ -218,11 +202,11 @@ mod tests {
 
     #[test]
     fn removing_gives_back_the_pollable_and_waiters() {
-        let mut registry = Registry::default();
-        let key = registry.insert(7);
+        let mut table = PollableTable::default();
+        let key = table.insert(7);
         let waker = CountingWaker::new();
-        let _ = registry.poll_wait(key, &waker.waker(), &mut None);
-        let (pollable, waiters) = registry.remove(key);
-        assert_eq!((pollable, waiters.len(), registry.len()), (7, 1, 0));
+        let _ = table.poll_wait(key, &waker.waker(), &mut None);
+        let (pollable, waiters) = table.remove(key);
+        assert_eq!((pollable, waiters.len(), table.len()), (7, 1, 0));
     }
 }

@@ -19,7 +19,7 @@ pub(crate) type Instant = u64;
 const STALE_SLACK: usize = 64;
 
 #[derive(Default)]
-pub(crate) struct Timers {
+pub(crate) struct TimerHeap {
     /// (deadline, arming order, slot): the arming order keeps equal deadlines first-in first-out
     /// and tells a live entry from a stale one whose slot was reused.
     heap: BinaryHeap<Reverse<(Instant, u64, usize)>>,
@@ -34,8 +34,8 @@ struct Slot {
     fired: bool,
 }
 
-impl Timers {
-    /// Arms a timer for `deadline`; the key names it until [`Timers::remove`].
+impl TimerHeap {
+    /// Arms a timer for `deadline`; the key names it until [`TimerHeap::remove`].
     pub(crate) fn insert(&mut self, deadline: Instant, waker: &Waker) -> usize {
         self.armed += 1;
         let order = self.armed;
@@ -132,7 +132,7 @@ mod tests {
     use super::*;
     use crate::runtime::test_support::CountingWaker;
 
-    fn fire(timers: &mut Timers, now: Instant) -> usize {
+    fn fire(timers: &mut TimerHeap, now: Instant) -> usize {
         let mut woken = Vec::new();
         timers.fire_due(now, &mut woken);
         let n = woken.len();
@@ -142,7 +142,7 @@ mod tests {
 
     #[test]
     fn fires_in_deadline_order_only_when_due() {
-        let mut timers = Timers::default();
+        let mut timers = TimerHeap::default();
         let (early, late) = (CountingWaker::new(), CountingWaker::new());
         let l = timers.insert(300, &late.waker());
         let e = timers.insert(100, &early.waker());
@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn a_cancelled_timer_never_fires_nor_sets_the_deadline() {
-        let mut timers = Timers::default();
+        let mut timers = TimerHeap::default();
         let waker = CountingWaker::new();
         let first = timers.insert(10, &waker.waker());
         timers.insert(20, &waker.waker());
@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn a_reused_slot_does_not_revive_its_stale_entry() {
-        let mut timers = Timers::default();
+        let mut timers = TimerHeap::default();
         let waker = CountingWaker::new();
         let old = timers.insert(10, &waker.waker());
         timers.remove(old);
@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn the_latest_waker_is_woken() {
-        let mut timers = Timers::default();
+        let mut timers = TimerHeap::default();
         let (before, after) = (CountingWaker::new(), CountingWaker::new());
         let key = timers.insert(5, &before.waker());
         assert!(timers.poll(key, &after.waker()).is_pending());
@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn arm_and_cancel_churn_keeps_the_heap_small() {
-        let mut timers = Timers::default();
+        let mut timers = TimerHeap::default();
         let waker = CountingWaker::new();
         let live: Vec<_> = (0..100)
             .map(|i| timers.insert(1_000 + i, &waker.waker()))
@@ -213,7 +213,7 @@ mod tests {
 
     #[test]
     fn equal_deadlines_fire_in_arming_order() {
-        let mut timers = Timers::default();
+        let mut timers = TimerHeap::default();
         let wakers: Vec<_> = (0..3).map(|_| CountingWaker::new()).collect();
         for w in &wakers {
             timers.insert(7, &w.waker());
