@@ -18,13 +18,13 @@ use std::io;
 use std::process::ExitCode;
 use std::rc::Rc;
 
-use lexopt::prelude::*;
 use sockbox_guest::channel::{self, Receiver, SendError, Sender};
 use sockbox_guest::future;
 use sockbox_guest::lines::LineReader;
 use sockbox_guest::net::{TcpStream, WriteHalf};
+use sockbox_guest::options;
 use sockbox_guest::serve::serve_tcp;
-use sockbox_guest::timeouts::{Timeouts, parse_timeout};
+use sockbox_guest::timeouts::Timeouts;
 use sockbox_guest::{Duration, timeout};
 
 /// What a client dropped for falling behind is told, if it still takes a write.
@@ -175,34 +175,12 @@ struct Options {
 const USAGE: &str = "usage: chat [--max-queue BYTES] [--idle-timeout D] [--read-timeout D]";
 
 fn options(args: Vec<String>) -> Result<Options, String> {
-    let mut options = Options {
-        max_queue: 1 << 20,
-        timeouts: Timeouts::default(),
-    };
-    let mut parser = lexopt::Parser::from_args(args);
-    let fail = |e: lexopt::Error| format!("{e}\n{USAGE}");
-    while let Some(arg) = parser.next().map_err(fail)? {
-        match arg {
-            Long("max-queue") => {
-                let n = parser.value().map_err(fail)?.string().map_err(fail)?;
-                options.max_queue = n
-                    .parse()
-                    .map_err(|_| format!("--max-queue wants a number of bytes, not `{n}`"))?;
-            }
-            Long("idle-timeout") => {
-                let d = parser.value().map_err(fail)?.string().map_err(fail)?;
-                options.timeouts.idle =
-                    parse_timeout(&d).map_err(|e| format!("--idle-timeout: {e}"))?;
-            }
-            Long("read-timeout") => {
-                let d = parser.value().map_err(fail)?.string().map_err(fail)?;
-                options.timeouts.read =
-                    parse_timeout(&d).map_err(|e| format!("--read-timeout: {e}"))?;
-            }
-            other => return Err(fail(other.unexpected())),
-        }
-    }
-    Ok(options)
+    let mut max_queue = 1 << 20;
+    let timeouts = options::parse(args, USAGE, &mut [("max-queue", &mut max_queue)])?;
+    Ok(Options {
+        max_queue,
+        timeouts,
+    })
 }
 
 #[cfg(test)]

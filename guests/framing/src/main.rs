@@ -15,10 +15,10 @@
 use std::error::Error;
 use std::process::ExitCode;
 
-use lexopt::prelude::*;
 use sockbox_guest::framed::FramedStream;
+use sockbox_guest::options;
 use sockbox_guest::serve::serve_tcp;
-use sockbox_guest::timeouts::{Timeouts, parse_timeout};
+use sockbox_guest::timeouts::Timeouts;
 use sockbox_guest::wire::DEFAULT_MAX_FRAME;
 
 fn main() -> ExitCode {
@@ -43,34 +43,12 @@ struct Options {
 }
 
 fn options(args: Vec<String>) -> Result<Options, String> {
-    let mut options = Options {
-        max_frame: DEFAULT_MAX_FRAME,
-        timeouts: Timeouts::default(),
-    };
-    let mut parser = lexopt::Parser::from_args(args);
-    let fail = |e: lexopt::Error| format!("{e}\n{USAGE}");
-    while let Some(arg) = parser.next().map_err(fail)? {
-        match arg {
-            Long("max-frame") => {
-                let n = parser.value().map_err(fail)?.string().map_err(fail)?;
-                options.max_frame = n
-                    .parse()
-                    .map_err(|_| format!("--max-frame wants a number of bytes, not `{n}`"))?;
-            }
-            Long("idle-timeout") => {
-                let d = parser.value().map_err(fail)?.string().map_err(fail)?;
-                options.timeouts.idle =
-                    parse_timeout(&d).map_err(|e| format!("--idle-timeout: {e}"))?;
-            }
-            Long("read-timeout") => {
-                let d = parser.value().map_err(fail)?.string().map_err(fail)?;
-                options.timeouts.read =
-                    parse_timeout(&d).map_err(|e| format!("--read-timeout: {e}"))?;
-            }
-            other => return Err(fail(other.unexpected())),
-        }
-    }
-    Ok(options)
+    let mut max_frame = DEFAULT_MAX_FRAME;
+    let timeouts = options::parse(args, USAGE, &mut [("max-frame", &mut max_frame)])?;
+    Ok(Options {
+        max_frame,
+        timeouts,
+    })
 }
 
 #[cfg(test)]

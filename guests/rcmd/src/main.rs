@@ -13,10 +13,10 @@ mod commands;
 use std::error::Error;
 use std::process::ExitCode;
 
-use lexopt::prelude::*;
 use sockbox_guest::framed::FramedStream;
+use sockbox_guest::options;
 use sockbox_guest::serve::serve_tcp;
-use sockbox_guest::timeouts::{Timeouts, parse_timeout};
+use sockbox_guest::timeouts::Timeouts;
 
 fn main() -> ExitCode {
     sockbox_guest::run(async {
@@ -32,17 +32,9 @@ fn main() -> ExitCode {
 }
 
 fn timeouts(args: Vec<String>) -> Result<Timeouts, String> {
-    let mut timeouts = Timeouts::default();
-    let mut parser = lexopt::Parser::from_args(args);
-    let fail = |e: lexopt::Error| format!("{e}\nusage: rcmd [--idle-timeout D] [--read-timeout D]");
-    while let Some(arg) = parser.next().map_err(fail)? {
-        let (flag, limit) = match arg {
-            Long("idle-timeout") => ("--idle-timeout", &mut timeouts.idle),
-            Long("read-timeout") => ("--read-timeout", &mut timeouts.read),
-            other => return Err(fail(other.unexpected())),
-        };
-        let d = parser.value().map_err(fail)?.string().map_err(fail)?;
-        *limit = parse_timeout(&d).map_err(|e| format!("{flag}: {e}"))?;
-    }
-    Ok(timeouts)
+    options::parse(
+        args,
+        "usage: rcmd [--idle-timeout D] [--read-timeout D]",
+        &mut [],
+    )
 }

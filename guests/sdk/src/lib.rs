@@ -12,7 +12,7 @@
 //! - [`channel`]: queues between tasks (bounded, or unbounded), for servers that fan messages
 //!   out.
 //! - [`timeouts`]: per-connection idle and read timeouts, on by default in [`framed`] and
-//!   [`lines`].
+//!   [`lines`]; [`options`]: the guest arguments that set them (and byte limits).
 //! - [`future`]: combinators (`zip`, `try_zip`, `or`...) to run futures side by side in a task.
 //! - [`spawn`], [`sleep`], [`timeout`]: tasks and time on the runtime.
 //!
@@ -25,6 +25,7 @@ mod drain;
 pub mod framed;
 pub mod lines;
 pub mod net;
+pub mod options;
 mod runtime;
 pub mod serve;
 mod streams;
