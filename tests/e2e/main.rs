@@ -25,6 +25,7 @@ mod proxy;
 mod python;
 mod rcmd;
 mod scaffold;
+mod sdk_io;
 mod security_cache;
 mod security_diff;
 mod security_limits;

@@ -13,6 +13,8 @@
 //!   out.
 //! - [`timeouts`]: per-connection idle and read timeouts, on by default in [`framed`] and
 //!   [`lines`]; [`options`]: the guest arguments that set them (and byte limits).
+//! - [`io`]: `futures-lite`'s `AsyncRead`/`AsyncWrite` helpers (`copy`, `BufReader`,
+//!   `AsyncBufReadExt`...), which [`net::TcpStream`] and its halves implement.
 //! - [`future`]: combinators (`zip`, `try_zip`, `or`...) to run futures side by side in a task.
 //! - [`spawn`], [`sleep`], [`timeout`]: tasks and time on the runtime.
 //!
@@ -31,7 +33,7 @@ pub mod serve;
 mod streams;
 pub mod timeouts;
 
-pub use futures_lite::future;
+pub use futures_lite::{future, io};
 pub use runtime::{Elapsed, Sleep, Task, sleep, spawn, timeout};
 pub use sockbox_wire as wire;
 pub use std::time::Duration;

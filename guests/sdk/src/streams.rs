@@ -15,13 +15,20 @@
 //!
 //! Writes do not wait for their flush: a flush only asks the host to send, and the next
 //! write's `check-write` waits if the host is still busy. Only a half-close waits for it.
+//!
+//! Each operation is a `poll_*` function, so the same code serves the SDK's own async methods
+//! and the `futures-lite` `AsyncRead`/`AsyncWrite` impls of `net::TcpStream` and its halves.
+//! A wait's state (`seen`: the readiness count it started from) belongs to the waiting future;
+//! the trait impls, which have no future of their own, keep theirs in the stream.
 
 use std::cell::{Cell, OnceCell};
+use std::future::poll_fn;
 use std::io;
+use std::task::{Context, Poll, ready};
 
 use wasip2::io::streams::{self, StreamError};
 
-use crate::runtime::{Registration, cooperate};
+use crate::runtime::{Registration, cooperate, poll_cooperate};
 
 /// The range of bytes asked of the host per read or splice (wasmtime moves at most 64 KiB
 /// per call anyway).
@@ -35,6 +42,8 @@ pub(crate) struct InputStream {
     drained: Cell<bool>,
     /// Bytes to ask for next, from what the last calls returned.
     chunk: Cell<usize>,
+    /// The wait state of [`InputStream::poll_read`] (the `AsyncRead` impls).
+    read_seen: Cell<Option<u64>>,
     stream: streams::InputStream,
 }
 
@@ -44,6 +53,7 @@ impl InputStream {
             readiness: OnceCell::new(),
             drained: Cell::new(false),
             chunk: Cell::new(MIN_CHUNK),
+            read_seen: Cell::new(None),
             stream,
         }
     }
@@ -54,31 +64,74 @@ impl InputStream {
         self.chunk.set(next_chunk(self.chunk.get(), asked, got));
     }
 
-    async fn readable(&self) {
-        self.readiness
-            .get_or_init(|| Registration::new(self.stream.subscribe()))
-            .wait()
-            .await;
+    /// Ready once the reactor reports the stream readable (call it only after a read came back
+    /// short or empty).
+    fn poll_readable(&self, cx: &mut Context<'_>, seen: &mut Option<u64>) -> Poll<()> {
+        ready!(
+            self.readiness
+                .get_or_init(|| Registration::new(self.stream.subscribe()))
+                .poll_wait(cx, seen)
+        );
+        // The next wait starts from this readiness.
+        *seen = None;
         self.drained.set(false);
+        Poll::Ready(())
+    }
+
+    async fn readable(&self) {
+        let mut seen = None;
+        poll_fn(|cx| self.poll_readable(cx, &mut seen)).await
     }
 
     /// Reads some bytes into `buf`; `Ok(0)` at end of stream (or for an empty `buf`).
     pub(crate) async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut seen = None;
+        poll_fn(|cx| self.poll_read_into(cx, buf, &mut seen)).await
+    }
+
+    /// [`InputStream::read`] as a poll function, for `AsyncRead::poll_read`.
+    pub(crate) fn poll_read(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut seen = self.read_seen.take();
+        let poll = self.poll_read_into(cx, buf, &mut seen);
+        self.read_seen.set(seen);
+        poll
+    }
+
+    fn poll_read_into(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+        seen: &mut Option<u64>,
+    ) -> Poll<io::Result<usize>> {
         if buf.is_empty() {
-            return Ok(0);
+            return Poll::Ready(Ok(0));
         }
-        let bytes = self.read_vec(buf.len()).await?;
+        let bytes = ready!(self.poll_read_vec(cx, buf.len(), seen))?;
         buf[..bytes.len()].copy_from_slice(&bytes);
-        Ok(bytes.len())
+        Poll::Ready(Ok(bytes.len()))
     }
 
     /// Reads some bytes, at most `max` (at least 1 is asked for), in the vector the host
     /// filled, so the caller can keep it without a copy; empty at end of stream.
     pub(crate) async fn read_vec(&self, max: usize) -> io::Result<Vec<u8>> {
-        cooperate().await;
+        let mut seen = None;
+        poll_fn(|cx| self.poll_read_vec(cx, max, &mut seen)).await
+    }
+
+    fn poll_read_vec(
+        &self,
+        cx: &mut Context<'_>,
+        max: usize,
+        seen: &mut Option<u64>,
+    ) -> Poll<io::Result<Vec<u8>>> {
+        ready!(poll_cooperate(cx));
         loop {
             if self.drained.get() {
-                self.readable().await;
+                ready!(self.poll_readable(cx, seen));
             }
             let asked = max.clamp(1, self.chunk.get());
             match self.stream.read(asked as u64) {
@@ -86,11 +139,11 @@ impl InputStream {
                 Ok(bytes) if bytes.is_empty() => self.drained.set(true),
                 Ok(bytes) => {
                     self.got(asked, bytes.len());
-                    return Ok(bytes);
+                    return Poll::Ready(Ok(bytes));
                 }
-                Err(StreamError::Closed) => return Ok(Vec::new()),
+                Err(StreamError::Closed) => return Poll::Ready(Ok(Vec::new())),
                 Err(StreamError::LastOperationFailed(err)) => {
-                    return Err(io::Error::other(err.to_debug_string()));
+                    return Poll::Ready(Err(io::Error::other(err.to_debug_string())));
                 }
             }
         }
@@ -144,6 +197,8 @@ impl InputStream {
 /// The writable end of a WASI stream (a TCP connection's output).
 pub(crate) struct OutputStream {
     readiness: OnceCell<Registration>,
+    /// The wait state of the `AsyncWrite` impls' poll functions.
+    write_seen: Cell<Option<u64>>,
     stream: streams::OutputStream,
 }
 
@@ -151,32 +206,70 @@ impl OutputStream {
     pub(crate) fn new(stream: streams::OutputStream) -> OutputStream {
         OutputStream {
             readiness: OnceCell::new(),
+            write_seen: Cell::new(None),
             stream,
         }
     }
 
+    fn poll_writable(&self, cx: &mut Context<'_>, seen: &mut Option<u64>) -> Poll<()> {
+        ready!(
+            self.readiness
+                .get_or_init(|| Registration::new(self.stream.subscribe()))
+                .poll_wait(cx, seen)
+        );
+        *seen = None;
+        Poll::Ready(())
+    }
+
     async fn writable(&self) {
-        self.readiness
-            .get_or_init(|| Registration::new(self.stream.subscribe()))
-            .wait()
-            .await
+        let mut seen = None;
+        poll_fn(|cx| self.poll_writable(cx, &mut seen)).await
     }
 
     /// Hands all of `buf` to the host, as fast as `check-write` allows.
     pub(crate) async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
         cooperate().await;
+        let mut seen = None;
         while !buf.is_empty() {
+            let n = poll_fn(|cx| self.poll_write_some(cx, buf, &mut seen)).await?;
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    /// Hands as much of `buf` as the host takes now (at least one byte), waiting for room.
+    fn poll_write_some(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        seen: &mut Option<u64>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
             match self.stream.check_write() {
-                Ok(0) => self.writable().await,
+                Ok(0) => ready!(self.poll_writable(cx, seen)),
                 Ok(permit) => {
                     let n = buf.len().min(usize::try_from(permit).unwrap_or(usize::MAX));
                     self.stream.write(&buf[..n]).map_err(write_error)?;
-                    buf = &buf[n..];
+                    return Poll::Ready(Ok(n));
                 }
-                Err(err) => return Err(write_error(err)),
+                Err(err) => return Poll::Ready(Err(write_error(err))),
             }
         }
-        Ok(())
+    }
+
+    /// `AsyncWrite::poll_write`: some of `buf` handed to the host and a send asked for (as
+    /// [`OutputStream::flush`]), so a caller that never flushes still has its bytes sent.
+    pub(crate) fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        ready!(poll_cooperate(cx));
+        let mut seen = self.write_seen.take();
+        let poll = self.poll_write_some(cx, buf, &mut seen);
+        self.write_seen.set(seen);
+        let n = ready!(poll)?;
+        self.flush()?;
+        Poll::Ready(Ok(n))
     }
 
     /// Asks the host to send everything written so far, without waiting. A stream that
@@ -189,13 +282,31 @@ impl OutputStream {
 
     /// Waits until everything written so far has left the stream (before a half-close).
     pub(crate) async fn flushed(&self) -> io::Result<()> {
+        let mut seen = None;
+        poll_fn(|cx| self.poll_flushed_with(cx, &mut seen)).await
+    }
+
+    /// [`OutputStream::flushed`] as a poll function: `AsyncWrite::poll_flush`.
+    pub(crate) fn poll_flushed(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut seen = self.write_seen.take();
+        let poll = self.poll_flushed_with(cx, &mut seen);
+        self.write_seen.set(seen);
+        poll
+    }
+
+    fn poll_flushed_with(
+        &self,
+        cx: &mut Context<'_>,
+        seen: &mut Option<u64>,
+    ) -> Poll<io::Result<()>> {
+        // Asking again on a later poll is harmless: the flush covers what was written before.
         self.flush()?;
         // After a flush, `check-write` answers 0 until the flush is complete.
         loop {
             match self.stream.check_write() {
-                Ok(0) => self.writable().await,
-                Ok(_) => return Ok(()),
-                Err(err) => return Err(write_error(err)),
+                Ok(0) => ready!(self.poll_writable(cx, seen)),
+                Ok(_) => return Poll::Ready(Ok(())),
+                Err(err) => return Poll::Ready(Err(write_error(err))),
             }
         }
     }

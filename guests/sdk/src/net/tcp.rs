@@ -1,8 +1,20 @@
 //! TCP: a listener that accepts connections, and a stream that reads, writes and half-closes.
+//!
+//! [`TcpStream`] and its halves implement `futures-lite`'s `AsyncRead` and `AsyncWrite` (also
+//! through a shared reference, as their own methods take `&self`), so the ecosystem's helpers
+//! (`io::copy`, `BufReader`, `AsyncBufReadExt::read_line`, codecs...) compose with them.
+//! `AsyncWrite::poll_close` is a half-close ([`TcpStream::shutdown_write`]). The SDK's own
+//! methods stay the fast paths: [`TcpStream::copy_to`] and [`ReadHalf::pipe_to`] splice
+//! host-side (the bytes never enter guest memory), and [`TcpStream::write_all`] does not wait
+//! for the send.
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll, ready};
+
+use futures_lite::io::{AsyncRead, AsyncWrite};
 
 use wasip2::sockets::instance_network::instance_network;
 use wasip2::sockets::network::ErrorCode;
@@ -162,6 +174,10 @@ impl TcpStream {
     /// Half-close: no more writes from us; the peer reads end of stream, and can still send.
     pub async fn shutdown_write(&self) -> io::Result<()> {
         self.conn.output.flushed().await?;
+        self.shutdown_send()
+    }
+
+    fn shutdown_send(&self) -> io::Result<()> {
         self.conn
             .socket
             .shutdown(ShutdownType::Send)
@@ -222,5 +238,90 @@ impl WriteHalf {
     /// Half-close: the peer reads end of stream.
     pub async fn shutdown_write(&self) -> io::Result<()> {
         self.0.shutdown_write().await
+    }
+}
+
+/// The `AsyncRead` impls: a stream or its reading half, owned or shared.
+macro_rules! async_read {
+    ($($ty:ty),*) => {$(
+        impl AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut [u8],
+            ) -> Poll<io::Result<usize>> {
+                self.stream().conn.input.poll_read(cx, buf)
+            }
+        }
+    )*};
+}
+
+/// The `AsyncWrite` impls: a stream or its writing half, owned or shared.
+macro_rules! async_write {
+    ($($ty:ty),*) => {$(
+        impl AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.stream().conn.output.poll_write(cx, buf)
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.stream().conn.output.poll_flushed(cx)
+            }
+
+            /// A half-close, as [`TcpStream::shutdown_write`]: the peer reads end of stream.
+            fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                let stream = self.stream();
+                ready!(stream.conn.output.poll_flushed(cx))?;
+                Poll::Ready(stream.shutdown_send())
+            }
+        }
+    )*};
+}
+
+async_read!(TcpStream, &TcpStream, ReadHalf, &ReadHalf);
+async_write!(TcpStream, &TcpStream, WriteHalf, &WriteHalf);
+
+/// The stream behind each type the impls above are for.
+trait AsStream {
+    fn stream(&self) -> &TcpStream;
+}
+
+impl AsStream for TcpStream {
+    fn stream(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl AsStream for &TcpStream {
+    fn stream(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl AsStream for ReadHalf {
+    fn stream(&self) -> &TcpStream {
+        &self.0
+    }
+}
+
+impl AsStream for &ReadHalf {
+    fn stream(&self) -> &TcpStream {
+        &self.0
+    }
+}
+
+impl AsStream for WriteHalf {
+    fn stream(&self) -> &TcpStream {
+        &self.0
+    }
+}
+
+impl AsStream for &WriteHalf {
+    fn stream(&self) -> &TcpStream {
+        &self.0
     }
 }

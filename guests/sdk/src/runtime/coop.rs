@@ -8,7 +8,7 @@
 
 use std::cell::Cell;
 use std::future::poll_fn;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 /// Operations per turn: many small frames or a few MiB spliced before a task steps aside.
 const BUDGET: u32 = 64;
@@ -25,19 +25,22 @@ pub(crate) fn reset() {
 /// Spends one unit, or, if the task has spent its budget, yields once (to the next round)
 /// first.
 pub(crate) async fn cooperate() {
-    poll_fn(|cx| {
-        LEFT.with(|left| match left.get() {
-            0 => {
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
-            n => {
-                left.set(n - 1);
-                Poll::Ready(())
-            }
-        })
+    poll_fn(poll_cooperate).await
+}
+
+/// [`cooperate`] for `poll_*` functions (the `AsyncRead`/`AsyncWrite` impls): ready with one
+/// unit spent, or pending (the task woken for the next round) once the budget is spent.
+pub(crate) fn poll_cooperate(cx: &mut Context<'_>) -> Poll<()> {
+    LEFT.with(|left| match left.get() {
+        0 => {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+        n => {
+            left.set(n - 1);
+            Poll::Ready(())
+        }
     })
-    .await
 }
 
 #[cfg(test)]

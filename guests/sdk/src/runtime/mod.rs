@@ -34,7 +34,7 @@ mod timer_heap;
 mod test_support;
 
 pub(crate) use block_on::block_on;
-pub(crate) use coop::cooperate;
+pub(crate) use coop::{cooperate, poll_cooperate};
 pub use executor::{Task, spawn};
 pub(crate) use reactor::now;
 pub(crate) use registration::Registration;
