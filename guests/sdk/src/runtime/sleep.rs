@@ -4,8 +4,8 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::time::Duration;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_lite::future;
 use wasip2::clocks::monotonic_clock;
