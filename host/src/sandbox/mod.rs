@@ -1,8 +1,9 @@
-//! Load, instantiate, run and stop a guest: the one place where a sandbox is put together.
+//! Instantiate, run and stop a guest: the one place where a sandbox is put together.
 //!
 //! [`SandboxBuilder`] gathers the guest, its [`Policy`] and where decisions go;
-//! [`SandboxBuilder::start`] compiles and instantiates the component (load errors surface
-//! here, before anything runs) and starts `wasi:cli/run` on the tokio runtime;
+//! [`SandboxBuilder::start`] takes the compiled [`Guest`] (resolved once by [`crate::guest`],
+//! which owns files, built-ins and Python), type-checks it once, instantiates it (load errors
+//! surface here, before anything runs) and starts `wasi:cli/run` on the tokio runtime;
 //! [`RunningGuest`] waits for readiness, exposes decisions, asks the guest to stop and
 //! reports how it ended.
 
@@ -320,7 +321,8 @@ impl SandboxBuilder {
         self
     }
 
-    /// Compiles, links and instantiates the guest, then starts its `run` in a tokio task.
+    /// Resolves and type-checks the guest (once per builder and its clones), instantiates it,
+    /// then starts its `run` in a tokio task.
     /// Errors here are load errors: nothing of the guest has run.
     pub async fn start(self) -> Result<RunningGuest> {
         let name = self
@@ -417,7 +419,7 @@ impl SandboxBuilder {
 }
 
 impl SandboxBuilder {
-    /// Compiles and type-checks the guest against the sandbox without running anything: the
+    /// Resolves and type-checks the guest against the sandbox without running anything: the
     /// load errors [`SandboxBuilder::start`] would report.
     pub fn validate(&self) -> Result<()> {
         let name = self
@@ -774,5 +776,25 @@ impl Drop for RunningGuest {
         if let Some(task) = &self.task {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_builder_and_its_clones_resolve_and_type_check_the_guest_once() {
+        let builder = Sandbox::builder("echo");
+        builder.validate().unwrap();
+        let instance = builder.clone().name("echo#1");
+        let (first, second) = (&builder.guest, &instance.guest);
+        assert!(Arc::ptr_eq(&first.prepared, &second.prepared));
+        assert!(second.prepared.get().is_some(), "the clone starts prepared");
+        // A resolved guest handed over is not resolved again, whatever the cache setting.
+        let guest = builder.resolve().unwrap();
+        let given = Sandbox::from_guest(guest.clone()).compile_cache(CompileCache::Off);
+        let again = given.resolve().unwrap();
+        assert!(guest.is(&again), "the guest given is the guest started");
     }
 }
