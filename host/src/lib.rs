@@ -17,7 +17,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules: [`sandbox`] loads, instantiates, runs and stops guests; [`policy`] decides what a
+//! Modules: [`guest`] resolves a guest reference into a compiled [`Guest`] once; [`sandbox`]
+//! instantiates, runs and stops guests; [`policy`] decides what a
 //! guest may do; [`audit`] records each decision; [`builtin`] holds the embedded guests;
 //! [`bench`] measures guests against native servers; [`supervise`] runs the guests of a
 //! `sockbox up` manifest side by side and restarts them.
@@ -25,14 +26,17 @@
 pub mod audit;
 pub mod bench;
 pub mod builtin;
+mod compile;
+pub mod guest;
 pub mod policy;
 pub mod python;
 pub mod sandbox;
 pub mod supervise;
 
 pub use audit::AuditEvent;
+pub use compile::CompileCache;
+pub use guest::{Guest, GuestSource};
 pub use policy::Policy;
 pub use sandbox::{
-    CompileCache, GuestExit, GuestSource, ReadySocket, RunningGuest, Sandbox, SandboxBuilder,
-    SocketWatch, Transport,
+    GuestExit, ReadySocket, RunningGuest, Sandbox, SandboxBuilder, SocketWatch, Transport,
 };

@@ -121,7 +121,7 @@ pub fn component(script: &Path, cache_dir: Option<&Path>) -> Result<Vec<u8>> {
         );
     }
     let key = source_key(&version, &module, &sources);
-    let store = cache_dir.and_then(crate::sandbox::trusted_cache);
+    let store = cache_dir.and_then(crate::compile::cache::trusted);
     let entry = Path::new("python").join(format!("{key}.wasm"));
     let context = format!("python {key}").into_bytes();
     if let Some(store) = &store {
@@ -251,7 +251,7 @@ fn source_key(version: &str, module: &str, sources: &Sources) -> String {
     for (relative, bytes) in &sources.files {
         feed(relative, bytes);
     }
-    crate::sandbox::hex(&hasher.finalize())
+    crate::compile::cache::hex(&hasher.finalize())
 }
 
 /// The Python files of a guest's directory (path relative to it, contents), sorted by path.

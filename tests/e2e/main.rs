@@ -24,6 +24,7 @@ mod policy_cli;
 mod proxy;
 mod python;
 mod rcmd;
+mod resolver;
 mod scaffold;
 mod sdk_io;
 mod security_cache;

@@ -4,7 +4,8 @@ use std::fmt;
 
 use anyhow::Result;
 
-use super::{GuestSource, engine, imports_control, prepare};
+use super::{GuestSource, imports_control, prepare};
+use crate::compile::{self, CompileCache};
 
 /// A component's interface and what it means under sockbox.
 #[derive(Debug)]
@@ -27,15 +28,17 @@ impl Inspection {
     }
 }
 
-/// Compiles and type-checks `source` against the sandbox's world.
+/// Resolves (see [`crate::guest::resolve`]) and type-checks `source` against the sandbox's
+/// world.
 pub fn inspect(source: &GuestSource) -> Result<Inspection> {
-    let name = source.name();
-    let component = source.compile()?;
+    let guest = crate::guest::resolve(source, &CompileCache::Off)?;
+    let name = guest.name().to_string();
+    let component = guest.component();
     let ty = component.component_type();
-    let engine = engine::engine();
+    let engine = compile::engine();
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
-    let problem = prepare(&component, &name)
+    let problem = prepare(component, &name)
         .err()
         .map(|err| format!("{err:#}"));
     let has = |prefix: &str| imports.iter().any(|i| i.starts_with(prefix));
@@ -51,7 +54,7 @@ pub fn inspect(source: &GuestSource) -> Result<Inspection> {
     }
     Ok(Inspection {
         name,
-        uses_control: imports_control(&component),
+        uses_control: imports_control(component),
         imports,
         exports,
         problem,

@@ -26,10 +26,10 @@ use wasmtime_wasi::p2::{SocketError, TcpSocket, UdpSocket};
 use wasmtime_wasi::sockets::{WasiSocketsCtxView, WasiSocketsView};
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
-use super::engine::EPOCH_TICK;
 use super::reuseport;
 use super::state::HostState;
 use crate::audit::{AuditEvent, LIMIT_PREFIX};
+use crate::compile::EPOCH_TICK;
 use crate::policy::Limits;
 
 /// Linear memory a guest may grow to unless told otherwise: far more than a socket server

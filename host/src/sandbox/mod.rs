@@ -1,15 +1,14 @@
-//! Load, instantiate, run and stop a guest: the one place where a sandbox is put together.
+//! Instantiate, run and stop a guest: the one place where a sandbox is put together.
 //!
 //! [`SandboxBuilder`] gathers the guest, its [`Policy`] and where decisions go;
-//! [`SandboxBuilder::start`] compiles and instantiates the component (load errors surface
-//! here, before anything runs) and starts `wasi:cli/run` on the tokio runtime;
+//! [`SandboxBuilder::start`] takes the compiled [`Guest`] (resolved once by [`crate::guest`],
+//! which owns files, built-ins and Python), type-checks it once, instantiates it (load errors
+//! surface here, before anything runs) and starts `wasi:cli/run` on the tokio runtime;
 //! [`RunningGuest`] waits for readiness, exposes decisions, asks the guest to stop and
 //! reports how it ended.
 
-mod cache;
 mod control;
 mod dns;
-mod engine;
 mod errors;
 mod inspect;
 mod limits;
@@ -23,9 +22,8 @@ mod udp;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
@@ -38,9 +36,10 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use crate::audit::{AuditEvent, AuditLog};
+use crate::compile;
+pub use crate::compile::CompileCache;
+pub use crate::guest::{Guest, GuestSource};
 use crate::policy::{Gate, Policy};
-pub use cache::CompileCache;
-pub(crate) use cache::{hex, trusted as trusted_cache};
 pub use inspect::{Inspection, inspect};
 pub use limits::{
     DEFAULT_MAX_BUSY, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MEMORY, DEFAULT_MAX_SOCKETS, FdBudget,
@@ -54,153 +53,6 @@ use state::{HostState, Readiness, Shared};
 /// Most resources (sockets, streams, pollables...) one guest may hold at once; a guest that
 /// leaks handles fails on its own instead of growing the host's memory without bound.
 const MAX_RESOURCES: usize = 100_000;
-
-/// Where a guest's component comes from.
-#[derive(Clone, Debug)]
-pub enum GuestSource {
-    /// A built-in guest by name (`echo`, `time`, ...).
-    Builtin(String),
-    /// A component file.
-    File(PathBuf),
-    /// Component bytes, with the name used in logs and audit lines.
-    Bytes { name: String, bytes: Arc<[u8]> },
-}
-
-impl GuestSource {
-    /// A built-in name, or else a path (anything ending in `.wasm` or `.py`, or containing a
-    /// `/`). A `.py` file is a Python guest, built with componentize-py before it runs.
-    pub fn parse(spec: &str) -> GuestSource {
-        if crate::builtin::get(spec).is_some()
-            || !(spec.ends_with(".wasm")
-                || spec.ends_with(".py")
-                || spec.contains(std::path::MAIN_SEPARATOR))
-        {
-            GuestSource::Builtin(spec.to_string())
-        } else {
-            GuestSource::File(PathBuf::from(spec))
-        }
-    }
-
-    /// The name shown in logs and audit lines: the built-in name or the file stem.
-    pub fn name(&self) -> String {
-        match self {
-            GuestSource::Builtin(name) => name.clone(),
-            GuestSource::File(path) => path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| path.display().to_string()),
-            GuestSource::Bytes { name, .. } => name.clone(),
-        }
-    }
-
-    /// Compiles the component (once per process and source), without the on-disk cache.
-    pub fn compile(&self) -> Result<Component> {
-        self.compile_with(&CompileCache::Off)
-    }
-
-    /// Compiles the component (once per process and source), loading it from `cache` when a
-    /// sound entry is there and writing it there otherwise.
-    pub fn compile_with(&self, cache: &CompileCache) -> Result<Component> {
-        match self {
-            GuestSource::Builtin(name) => {
-                let bytes = crate::builtin::get(name).ok_or_else(|| {
-                    let known: Vec<_> = crate::builtin::names().collect();
-                    anyhow!(
-                        "no built-in guest named `{name}` (built-ins: {}; or give a path to a .wasm component or a .py guest)",
-                        known.join(", ")
-                    )
-                })?;
-                let describe = format!("the built-in guest `{name}`");
-                engine::component(&format!("builtin:{name}"), bytes, cache, &describe)
-            }
-            GuestSource::File(path) if crate::python::is_python(path) => {
-                let bytes = crate::python::component(path, cache.dir())?;
-                let key = format!("python:{}:{}", path.display(), digest(&bytes));
-                engine::component(&key, &bytes, cache, &path.display().to_string())
-            }
-            GuestSource::File(path) => {
-                let bytes = std::fs::read(path).map_err(|err| {
-                    let hint = if err.kind() == std::io::ErrorKind::NotFound {
-                        let known: Vec<_> = crate::builtin::names().collect();
-                        format!(
-                            " (give the path of a .wasm component, or a built-in name: {})",
-                            known.join(", ")
-                        )
-                    } else {
-                        String::new()
-                    };
-                    anyhow!("cannot read the component {}: {err}{hint}", path.display())
-                })?;
-                check_shape(&bytes, &path.display().to_string())?;
-                let key = format!("file:{}:{}", path.display(), digest(&bytes));
-                engine::component(&key, &bytes, cache, &path.display().to_string())
-            }
-            GuestSource::Bytes { name, bytes } => {
-                check_shape(bytes, &format!("guest `{name}`"))?;
-                engine::component(
-                    &format!("bytes:{name}:{}", digest(bytes)),
-                    bytes,
-                    cache,
-                    &format!("guest `{name}`"),
-                )
-            }
-        }
-    }
-}
-
-impl From<&str> for GuestSource {
-    fn from(spec: &str) -> Self {
-        GuestSource::parse(spec)
-    }
-}
-
-impl From<&Path> for GuestSource {
-    fn from(path: &Path) -> Self {
-        GuestSource::File(path.to_path_buf())
-    }
-}
-
-impl From<PathBuf> for GuestSource {
-    fn from(path: PathBuf) -> Self {
-        GuestSource::File(path)
-    }
-}
-
-/// Says what a file that is not a component is, and what to do, before the compiler's own
-/// message (which speaks of parsers, not of the user's next step).
-fn check_shape(bytes: &[u8], describe: &str) -> Result<()> {
-    const MAGIC: &[u8] = b"\0asm";
-    const CORE_MODULE: [u8; 4] = [1, 0, 0, 0];
-    if bytes.starts_with(MAGIC) {
-        if bytes.get(4..8) == Some(&CORE_MODULE[..]) {
-            bail!(
-                "{describe} is a core WebAssembly module, not a component: build the guest for \
-                 wasm32-wasip2 (`cargo build --release --target wasm32-wasip2`), or turn a \
-                 wasm32-wasip1 module into a component with `wasm-tools component new MODULE \
-                 --adapt wasi_snapshot_preview1.command.wasm -o COMPONENT.wasm`"
-            );
-        }
-        return Ok(());
-    }
-    // The text format is accepted too (tests and hand-written components use it).
-    let text = std::str::from_utf8(bytes).map(str::trim_start);
-    if text.is_ok_and(|t| t.starts_with('(') || t.starts_with(";;")) {
-        return Ok(());
-    }
-    bail!(
-        "{describe} is not a WebAssembly component (it does not start with the wasm magic \
-         bytes): build one with `cargo build --release --target wasm32-wasip2`, or give a \
-         built-in guest's name"
-    )
-}
-
-/// A cheap content key so an edited file is recompiled.
-fn digest(bytes: &[u8]) -> String {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut hasher = DefaultHasher::new();
-    bytes.hash(&mut hasher);
-    format!("{}:{:016x}", bytes.len(), hasher.finish())
-}
 
 /// TCP or UDP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -267,15 +119,75 @@ impl fmt::Display for GuestExit {
 pub struct Sandbox;
 
 impl Sandbox {
+    /// A guest by reference (a built-in name, a `.wasm` or `.py` path, or bytes), resolved
+    /// (see [`crate::guest::resolve`]) once, at the first `validate` or `start`, and shared by
+    /// every clone of the builder after that.
     pub fn builder(guest: impl Into<GuestSource>) -> SandboxBuilder {
-        SandboxBuilder::new(guest.into())
+        SandboxBuilder::new(GuestSlot::new(guest.into(), None))
+    }
+
+    /// An already resolved guest: nothing is loaded or compiled again.
+    pub fn from_guest(guest: Guest) -> SandboxBuilder {
+        SandboxBuilder::new(GuestSlot::new(guest.source().clone(), Some(guest)))
+    }
+}
+
+/// The guest a builder starts: its reference, and once resolved and type-checked against the
+/// sandbox, the result, shared by the builder's clones (instances, restarts).
+#[derive(Clone)]
+struct GuestSlot {
+    source: GuestSource,
+    resolved: Arc<OnceLock<Guest>>,
+    prepared: Arc<OnceLock<Prepared>>,
+}
+
+/// A guest checked against the sandbox's linker, ready to instantiate.
+#[derive(Clone)]
+struct Prepared {
+    pre: CommandPre<HostState>,
+    uses_control: bool,
+}
+
+impl GuestSlot {
+    fn new(source: GuestSource, guest: Option<Guest>) -> Self {
+        let resolved = OnceLock::new();
+        if let Some(guest) = guest {
+            let _ = resolved.set(guest);
+        }
+        GuestSlot {
+            source,
+            resolved: Arc::new(resolved),
+            prepared: Default::default(),
+        }
+    }
+
+    /// Resolves once; a failure is not kept, so it is reported again at the next try.
+    fn guest(&self, cache: &CompileCache) -> Result<Guest> {
+        if let Some(guest) = self.resolved.get() {
+            return Ok(guest.clone());
+        }
+        let guest = crate::guest::resolve(&self.source, cache)?;
+        Ok(self.resolved.get_or_init(|| guest).clone())
+    }
+
+    /// Resolves and type-checks once; `name` names the guest in a link error.
+    fn prepared(&self, cache: &CompileCache, name: &str) -> Result<Prepared> {
+        if let Some(prepared) = self.prepared.get() {
+            return Ok(prepared.clone());
+        }
+        let guest = self.guest(cache)?;
+        let prepared = Prepared {
+            pre: prepare(guest.component(), name)?,
+            uses_control: imports_control(guest.component()),
+        };
+        Ok(self.prepared.get_or_init(|| prepared).clone())
     }
 }
 
 /// Everything a guest is given, gathered before it starts.
 #[derive(Clone)]
 pub struct SandboxBuilder {
-    source: GuestSource,
+    guest: GuestSlot,
     name: Option<String>,
     policy: Policy,
     args: Vec<String>,
@@ -303,9 +215,9 @@ struct CapturedOutput {
 const CAPTURE_CAPACITY: usize = 64 * 1024 * 1024;
 
 impl SandboxBuilder {
-    fn new(source: GuestSource) -> Self {
+    fn new(guest: GuestSlot) -> Self {
         SandboxBuilder {
-            source,
+            guest,
             name: None,
             policy: Policy::default(),
             args: Vec::new(),
@@ -325,6 +237,10 @@ impl SandboxBuilder {
     /// per process). [`CompileCache::user_default`] is what the CLI uses.
     pub fn compile_cache(mut self, cache: CompileCache) -> Self {
         self.compile_cache = cache;
+        // A guest given already resolved stays as it is; a reference resolves through this.
+        if self.guest.resolved.get().is_none() {
+            self.guest = GuestSlot::new(self.guest.source.clone(), None);
+        }
         self
     }
 
@@ -405,15 +321,18 @@ impl SandboxBuilder {
         self
     }
 
-    /// Compiles, links and instantiates the guest, then starts its `run` in a tokio task.
+    /// Resolves and type-checks the guest (once per builder and its clones), instantiates it,
+    /// then starts its `run` in a tokio task.
     /// Errors here are load errors: nothing of the guest has run.
     pub async fn start(self) -> Result<RunningGuest> {
-        let name = self.name.clone().unwrap_or_else(|| self.source.name());
-        let component = self.source.compile_with(&self.compile_cache)?;
-        let engine = engine::engine();
-
-        let uses_control = imports_control(&component);
-        let pre = prepare(&component, &name)?;
+        let name = self
+            .name
+            .clone()
+            .unwrap_or_else(|| self.guest.source.name());
+        let Prepared {
+            pre, uses_control, ..
+        } = self.guest.prepared(&self.compile_cache, &name)?;
+        let engine = compile::engine();
 
         let shared = Shared::new(name.clone(), self.audit_logs, self.print_denials);
         let gate = Arc::new(Gate::new(self.policy.clone()));
@@ -500,12 +419,19 @@ impl SandboxBuilder {
 }
 
 impl SandboxBuilder {
-    /// Compiles and type-checks the guest against the sandbox without running anything: the
+    /// Resolves and type-checks the guest against the sandbox without running anything: the
     /// load errors [`SandboxBuilder::start`] would report.
     pub fn validate(&self) -> Result<()> {
-        let name = self.name.clone().unwrap_or_else(|| self.source.name());
-        let component = self.source.compile_with(&self.compile_cache)?;
-        prepare(&component, &name).map(drop)
+        let name = self
+            .name
+            .clone()
+            .unwrap_or_else(|| self.guest.source.name());
+        self.guest.prepared(&self.compile_cache, &name).map(drop)
+    }
+
+    /// Resolves the guest (once; later starts and clones reuse it) without type-checking it.
+    pub fn resolve(&self) -> Result<Guest> {
+        self.guest.guest(&self.compile_cache)
     }
 
     /// Starts `count` instances of the guest that share each granted address (`SO_REUSEPORT`):
@@ -523,10 +449,11 @@ impl SandboxBuilder {
             let sockets = guest.ready().await?;
             return Ok((vec![guest], sockets));
         }
-        if !cfg!(target_os = "linux") {
-            bail!("--instances above 1 needs SO_REUSEPORT, which sockbox supports on Linux only");
-        }
-        let name = self.name.clone().unwrap_or_else(|| self.source.name());
+        check_instances(count)?;
+        let name = self
+            .name
+            .clone()
+            .unwrap_or_else(|| self.guest.source.name());
         let instance = |i: usize, policy: Policy| {
             let mut builder = self.clone().policy(policy).name(format!("{name}#{i}"));
             builder.share_ports = true;
@@ -553,6 +480,15 @@ impl SandboxBuilder {
         }
         Ok((guests, sockets))
     }
+}
+
+/// The one check that several instances can run here (`--instances`, a manifest's
+/// `instances`): they share addresses with `SO_REUSEPORT`.
+pub(crate) fn check_instances(count: usize) -> Result<()> {
+    if count > 1 && !cfg!(target_os = "linux") {
+        bail!("instances above 1 need SO_REUSEPORT, which sockbox supports on Linux only");
+    }
+    Ok(())
 }
 
 /// Yields to the runtime at every epoch tick so a busy guest cannot monopolise a thread, and
@@ -591,7 +527,7 @@ fn watch_busy(store: &mut Store<HostState>, name: &str, max_busy: Duration) {
 /// Everything a guest may import: WASI 0.2 with sockbox's readiness hooks and name lookup,
 /// plus `control`.
 fn linker() -> Result<Linker<HostState>> {
-    let mut linker: Linker<HostState> = Linker::new(engine::engine());
+    let mut linker: Linker<HostState> = Linker::new(compile::engine());
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
     readiness::add_hooks(&mut linker)?;
     errors::add_hooks(&mut linker)?;
@@ -621,7 +557,7 @@ fn prepare(component: &Component, guest: &str) -> Result<CommandPre<HostState>> 
 fn imports_control(component: &Component) -> bool {
     component
         .component_type()
-        .imports(engine::engine())
+        .imports(compile::engine())
         .any(|(import, _)| import.starts_with(control::INTERFACE))
 }
 
@@ -840,5 +776,25 @@ impl Drop for RunningGuest {
         if let Some(task) = &self.task {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_builder_and_its_clones_resolve_and_type_check_the_guest_once() {
+        let builder = Sandbox::builder("echo");
+        builder.validate().unwrap();
+        let instance = builder.clone().name("echo#1");
+        let (first, second) = (&builder.guest, &instance.guest);
+        assert!(Arc::ptr_eq(&first.prepared, &second.prepared));
+        assert!(second.prepared.get().is_some(), "the clone starts prepared");
+        // A resolved guest handed over is not resolved again, whatever the cache setting.
+        let guest = builder.resolve().unwrap();
+        let given = Sandbox::from_guest(guest.clone()).compile_cache(CompileCache::Off);
+        let again = given.resolve().unwrap();
+        assert!(guest.is(&again), "the guest given is the guest started");
     }
 }

@@ -182,12 +182,8 @@ fn parse_guest(
     let source = match GuestSource::parse(&component) {
         GuestSource::Builtin(builtin) => {
             if crate::builtin::get(&builtin).is_none() {
-                let known: Vec<_> = crate::builtin::names().collect();
-                bail!(
-                    "{component_at}: guest `{name}`: no built-in guest named {builtin:?} \
-                     (built-ins: {}; or give a path to a .wasm component or a .py guest)",
-                    known.join(", ")
-                );
+                let err = crate::guest::unknown_builtin(&builtin);
+                bail!("{component_at}: guest `{name}`: {err}");
             }
             GuestSource::Builtin(builtin)
         }
@@ -220,11 +216,8 @@ fn parse_guest(
         },
         None => 1,
     };
-    if instances > 1 && !cfg!(target_os = "linux") {
-        bail!(
-            "{table_at}: guest `{name}`: instances above 1 need SO_REUSEPORT, which sockbox supports on Linux only"
-        );
-    }
+    crate::sandbox::check_instances(instances)
+        .map_err(|err| anyhow!("{table_at}: guest `{name}`: {err}"))?;
     // Where each address was written, for the duplicate check across guests.
     let lines: Vec<String> = (table.listen.iter())
         .chain(&table.udp)
@@ -530,7 +523,7 @@ max-memory = "32MiB"
             ("# empty\n", "up.toml: no guests"),
             (
                 "[guests.e]\ncomponent = \"nope\"\n",
-                "up.toml:2: guest `e`: no built-in guest named \"nope\"",
+                "up.toml:2: guest `e`: no built-in guest named `nope`",
             ),
             (
                 "[guests.e]\ncomponent = \"g/nope.wasm\"\n",

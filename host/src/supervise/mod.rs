@@ -14,7 +14,7 @@ mod manifest;
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -22,6 +22,7 @@ use futures::FutureExt;
 use tokio::sync::watch;
 
 use crate::audit::AuditLog;
+use crate::guest::Guest;
 use crate::policy::Policy;
 use crate::sandbox::{
     CompileCache, GuestExit, ReadySocket, RunningGuest, Sandbox, SandboxBuilder, Transport,
@@ -146,16 +147,20 @@ pub struct Supervisor {
     compile_cache: CompileCache,
     print_denials: bool,
     capture_output: bool,
+    /// Each guest's resolved component (manifest order), resolved once: validation, every
+    /// instance and every restart start from it.
+    guests: Vec<OnceLock<Guest>>,
 }
 
 impl Supervisor {
     pub fn new(manifest: Manifest) -> Supervisor {
         Supervisor {
-            manifest,
             audit_log: None,
             compile_cache: CompileCache::Off,
             print_denials: false,
             capture_output: false,
+            guests: manifest.guests.iter().map(|_| OnceLock::new()).collect(),
+            manifest,
         }
     }
 
@@ -171,6 +176,12 @@ impl Supervisor {
 
     pub fn compile_cache(mut self, cache: CompileCache) -> Self {
         self.compile_cache = cache;
+        self.guests = self
+            .manifest
+            .guests
+            .iter()
+            .map(|_| OnceLock::new())
+            .collect();
         self
     }
 
@@ -189,24 +200,33 @@ impl Supervisor {
     /// Compiles and type-checks every guest's component, running nothing; errors name the
     /// guest's table.
     pub fn validate(&self) -> Result<()> {
-        for spec in &self.manifest.guests {
-            self.base_builder(spec)
-                .validate()
+        for (index, spec) in self.manifest.guests.iter().enumerate() {
+            self.base_builder(index)
+                .and_then(|builder| builder.validate())
                 .with_context(|| format!("{}: guest `{}`", spec.at, spec.name))?;
         }
         Ok(())
     }
 
-    fn base_builder(&self, spec: &GuestSpec) -> SandboxBuilder {
+    /// The builder of the `index`th guest, from its component resolved once.
+    fn base_builder(&self, index: usize) -> Result<SandboxBuilder> {
+        let spec = &self.manifest.guests[index];
+        let guest = match self.guests[index].get() {
+            Some(guest) => guest.clone(),
+            None => {
+                let guest = Guest::resolve(&spec.source, &self.compile_cache)?;
+                self.guests[index].get_or_init(|| guest).clone()
+            }
+        };
         // Every instance of every guest shares this process's descriptor budget.
         let instances: usize = self.manifest.guests.iter().map(|g| g.instances).sum();
-        Sandbox::builder(spec.source.clone())
+        Ok(Sandbox::from_guest(guest)
             .sharing_process_with(instances)
             .args(spec.args.iter().cloned())
             .compile_cache(self.compile_cache.clone())
             .print_denials(self.print_denials)
             .capture_output(self.capture_output)
-            .share_ports(spec.instances > 1)
+            .share_ports(spec.instances > 1))
     }
 
     /// Checks everything (components, audit files), then runs every guest until each has
@@ -215,8 +235,11 @@ impl Supervisor {
     pub async fn run(self, stop: impl Future<Output = ()>, events: EventSink) -> Result<Outcome> {
         self.validate()?;
         let mut slots = Vec::new();
-        for spec in &self.manifest.guests {
-            let mut builder = self.base_builder(spec);
+        for (index, spec) in self.manifest.guests.iter().enumerate() {
+            // Resolved by `validate` above: this takes the same guest.
+            let mut builder = self
+                .base_builder(index)
+                .with_context(|| format!("{}: guest `{}`", spec.at, spec.name))?;
             if let Some(log) = &self.audit_log {
                 builder = builder.also_audit_to(log.clone());
             }

@@ -1,8 +1,12 @@
-//! One wasmtime engine per process, and the compiled components it runs.
+//! One wasmtime engine per process, and the compiled components it runs: the leaf under the
+//! guest resolver ([`crate::guest`]) and the sandbox, which both use it and which it uses
+//! neither of (nor Python: `python` stores its builds in [`cache`] too).
 //!
 //! Compiling a component is the slow part of starting a guest. A process that starts the same
 //! guest again (tests, `sockbox up` restarts, `--instances`) compiles it once, and with a
 //! [`CompileCache`] a later process loads it from disk instead.
+
+pub(crate) mod cache;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -12,7 +16,8 @@ use anyhow::{Context, Result};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
-use super::cache::{self, CompileCache, Origin};
+pub use cache::CompileCache;
+use cache::Origin;
 
 /// How often the epoch advances. A guest that computes without calling the host yields to
 /// the async runtime at every epoch, so one busy guest cannot starve the host's other work.
