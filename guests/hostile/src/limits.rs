@@ -19,11 +19,11 @@ use wasip2::io::poll::poll;
 use wasip2::io::streams::OutputStream;
 use wasip2::sockets::instance_network::instance_network;
 use wasip2::sockets::ip_name_lookup::{ResolveAddressStream, resolve_addresses};
-use wasip2::sockets::network::{
-    ErrorCode, IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, Ipv6SocketAddress, Network,
-};
+use wasip2::sockets::network::{ErrorCode, Network};
 use wasip2::sockets::tcp::TcpSocket;
 use wasip2::sockets::tcp_create_socket::create_tcp_socket;
+
+use crate::wasi::{family, to_wasi};
 
 /// Runs one attempt of this module; `kind` is the part before the first `:`.
 pub fn attempt(kind: &str, target: &str) -> Result<String, String> {
@@ -66,11 +66,7 @@ type Connection = (
 
 /// Connects with a small send buffer, so filling it takes a few kilobytes.
 fn connect(network: &Network, addr: SocketAddr) -> Result<Connection, String> {
-    let family = match addr {
-        SocketAddr::V4(_) => IpAddressFamily::Ipv4,
-        SocketAddr::V6(_) => IpAddressFamily::Ipv6,
-    };
-    let socket = create_tcp_socket(family).map_err(describe)?;
+    let socket = create_tcp_socket(family(addr)).map_err(describe)?;
     let _ = socket.set_send_buffer_size(4096);
     socket
         .start_connect(network, to_wasi(addr))
@@ -213,25 +209,4 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 
 fn describe(code: ErrorCode) -> String {
     code.to_string()
-}
-
-fn to_wasi(addr: SocketAddr) -> IpSocketAddress {
-    match addr {
-        SocketAddr::V4(v4) => {
-            let [a, b, c, d] = v4.ip().octets();
-            IpSocketAddress::Ipv4(Ipv4SocketAddress {
-                address: (a, b, c, d),
-                port: v4.port(),
-            })
-        }
-        SocketAddr::V6(v6) => {
-            let s = v6.ip().segments();
-            IpSocketAddress::Ipv6(Ipv6SocketAddress {
-                address: (s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]),
-                port: v6.port(),
-                flow_info: v6.flowinfo(),
-                scope_id: v6.scope_id(),
-            })
-        }
-    }
 }
