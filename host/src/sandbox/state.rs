@@ -121,21 +121,28 @@ impl Shared {
 
     pub(crate) fn record_event(&self, event: AuditEvent) {
         let now = Instant::now();
-        if !event.allowed() {
-            self.denials.fetch_add(1, Ordering::Relaxed);
-            // A stranger can cause denials as fast as it can send: past the budget they are
-            // only counted, and a summary says how many.
-            if !self.lock_budget().take(now) {
-                self.schedule_summary();
-                return;
+        let due = {
+            let mut budget = self.lock_budget();
+            if !event.allowed() {
+                self.denials.fetch_add(1, Ordering::Relaxed);
+                // A stranger can cause denials as fast as it can send: past the budget they
+                // are only counted, and a summary says how many.
+                if !budget.take(now) {
+                    drop(budget);
+                    self.schedule_summary();
+                    return;
+                }
             }
-            // A full guest refuses every new client: print the first refusal of each second,
-            // not thousands (the audit log and `decisions()` keep them).
-            if self.print_denials && (event.limit().is_none() || self.limit_notice_due()) {
-                output::host_line(&denial_message(&event));
-            }
+            budget.summary_due(now)
+        };
+        // A full guest refuses every new client: print the first refusal of each second, not
+        // thousands (the audit log and `decisions()` keep them).
+        if !event.allowed()
+            && self.print_denials
+            && (event.limit().is_none() || self.limit_notice_due())
+        {
+            output::host_line(&denial_message(&event));
         }
-        let due = self.lock_budget().summary_due(now);
         if let Some((count, over)) = due {
             self.report_suppressed(count, over);
         }
