@@ -48,6 +48,7 @@ pub use limits::{
 pub use output::{
     BUFFER_BOUND as OUTPUT_BUFFER_BOUND, GUEST_READY_PREFIX, drain_output, host_line,
 };
+pub(crate) use reuseport::overlaps;
 use state::{HostState, Readiness, Shared};
 
 /// Most resources (sockets, streams, pollables...) one guest may hold at once; a guest that

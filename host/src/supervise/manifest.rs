@@ -15,7 +15,7 @@ use toml::Spanned;
 
 use super::backoff::RestartSettings;
 use crate::policy::{AddrPattern, LimitsSection, Policy, PolicySection, Use, parse_millis};
-use crate::sandbox::{GuestSource, Transport};
+use crate::sandbox::{GuestSource, Transport, overlaps};
 
 /// Most instances one guest may ask for (as `run --instances`).
 pub const MAX_INSTANCES: usize = 256;
@@ -308,13 +308,6 @@ fn covers(pattern: &AddrPattern, addr: SocketAddr) -> bool {
     pattern.ports().contains(addr.port())
         && net.is_ipv4() == addr.ip().to_canonical().is_ipv4()
         && (pattern.matches_ip(addr.ip()) || addr.ip().is_unspecified() || net.is_unspecified())
-}
-
-/// The same port on the same IP, or on the unspecified address of the same family.
-fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port()
-        && a.is_ipv4() == b.is_ipv4()
-        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn parse_settings(raw: &RawSupervisor, at: &dyn Fn(usize) -> String) -> Result<RestartSettings> {
