@@ -174,33 +174,12 @@ impl Gate {
         self.policy.decide_name(name)
     }
 
-    /// Judges `op` on `addr` for no socket in particular: TCP operations and UDP binds need no
-    /// state; a UDP send or receive is judged as for a fresh socket (no peers, no role), so
-    /// a receive is denied. The sandbox judges UDP traffic with [`Gate::check_udp`].
+    /// Judges `op` on `addr` for no socket in particular: TCP operations need no state; a UDP
+    /// operation is judged as for a fresh socket (no peers, no role), so a receive is denied.
+    /// The sandbox judges UDP traffic with [`Gate::check_udp`].
     pub fn check(&self, op: SocketOp, addr: SocketAddr) -> Verdict {
-        self.check_udp(&UdpSocketState::default(), op, addr, Instant::now())
-    }
-
-    /// Judges `op` on `addr` for the UDP socket whose state is `socket`, at `now` (TCP
-    /// operations ignore both). An allowed UDP bind sets the socket's role; an allowed
-    /// datagram remembers or refreshes its peer on this socket only.
-    pub fn check_udp(
-        &self,
-        socket: &UdpSocketState,
-        op: SocketOp,
-        addr: SocketAddr,
-        now: Instant,
-    ) -> Verdict {
         let p = &self.policy;
-        let verdict = |use_: Use, d: Decision| Verdict {
-            use_,
-            addr,
-            allowed: d.allowed,
-            rule: d.rule,
-            implicit_bind: false,
-            grant_addr: addr,
-            repeat: false,
-        };
+        let verdict = |use_: Use, d: Decision| decided(use_, addr, d);
         match op {
             SocketOp::TcpBind => {
                 // A bind opens nothing by itself (listen is checked next), but the port it
@@ -232,6 +211,29 @@ impl Gate {
                 }
             }
             SocketOp::TcpConnect => verdict(Use::TcpConnect, p.decide(Use::TcpConnect, addr)),
+            SocketOp::UdpBind | SocketOp::UdpSend | SocketOp::UdpReceive => {
+                self.check_udp(&UdpSocketState::default(), op, addr, Instant::now())
+            }
+        }
+    }
+
+    /// Judges `op` on `addr` for the UDP socket whose state is `socket`, at `now` (TCP
+    /// operations ignore both). An allowed UDP bind sets the socket's role; an allowed
+    /// datagram remembers or refreshes its peer on this socket only.
+    pub fn check_udp(
+        &self,
+        socket: &UdpSocketState,
+        op: SocketOp,
+        addr: SocketAddr,
+        now: Instant,
+    ) -> Verdict {
+        let p = &self.policy;
+        let verdict = |use_: Use, d: Decision| decided(use_, addr, d);
+        match op {
+            SocketOp::TcpBind
+            | SocketOp::TcpListen
+            | SocketOp::TcpAccept
+            | SocketOp::TcpConnect => self.check(op, addr),
             SocketOp::UdpBind => {
                 let bind = p.decide(Use::UdpBind, addr);
                 let v = if bind.allowed || !is_implicit_bind_addr(addr) {
@@ -292,6 +294,19 @@ impl Gate {
                 }
             }
         }
+    }
+}
+
+/// The verdict of a decision on `addr`, reported as `use_`.
+fn decided(use_: Use, addr: SocketAddr, d: Decision) -> Verdict {
+    Verdict {
+        use_,
+        addr,
+        allowed: d.allowed,
+        rule: d.rule,
+        implicit_bind: false,
+        grant_addr: addr,
+        repeat: false,
     }
 }
 
