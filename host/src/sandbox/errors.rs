@@ -6,39 +6,15 @@
 //! reset connection got dozens of lines of the host's stack; trap messages printed it too.
 //! Here `to-debug-string` is replaced by the one-line chain (`{:#}`), and traps are described
 //! by their message, causes and *wasm* backtrace (the guest's own) without the host stack,
-//! whatever `RUST_BACKTRACE` says. The full form is logged under `SOCKBOX_LOG=debug`.
+//! whatever `RUST_BACKTRACE` says. The full form is logged under `SOCKBOX_LOG=debug`. The hook
+//! that answers the guest is in `link/errors.rs`.
 
-use anyhow::Result;
-use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, Resource};
-
-use super::state::HostState;
 use crate::audit::log_text;
-
-const ERROR: &str = "wasi:io/error@0.2.12";
 
 /// Most bytes of a trap description; a deep recursion's wasm backtrace has a line per frame.
 const TRAP_TEXT_MAX: usize = 16 * 1024;
 /// Most lines of a trap description.
 const TRAP_LINES_MAX: usize = 120;
-
-/// Replaces `[method]error.to-debug-string`. Must run after wasmtime-wasi's `add_to_linker`.
-pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
-    linker.allow_shadowing(true);
-    linker.instance(ERROR)?.func_wrap(
-        "[method]error.to-debug-string",
-        |store: StoreContextMut<'_, HostState>, (err,): (Resource<wasmtime::Error>,)| {
-            let err = store.data().table.get(&err)?;
-            tracing::debug!(
-                "error shown to guest `{}`: {err:?}",
-                store.data().shared.guest
-            );
-            Ok((one_line(err),))
-        },
-    )?;
-    linker.allow_shadowing(false);
-    Ok(())
-}
 
 /// The error and its causes on one line, escaped and bounded like every guest-facing log text.
 pub(crate) fn one_line(err: &wasmtime::Error) -> String {

@@ -4,8 +4,9 @@ use std::fmt;
 
 use anyhow::Result;
 
-use super::{GuestSource, imports_control, prepare};
+use super::link::{FILESYSTEM, NAME_LOOKUP, TCP, UDP, imports_control, prepare, unversioned};
 use crate::compile::{self, CompileCache};
+use crate::guest::GuestSource;
 
 /// A component's interface and what it means under sockbox.
 #[derive(Debug)]
@@ -29,7 +30,7 @@ impl Inspection {
 }
 
 /// Resolves (see [`crate::guest::resolve`]) and type-checks `source` against the sandbox's
-/// world.
+/// world (with the one linker every start uses).
 pub fn inspect(source: &GuestSource) -> Result<Inspection> {
     let guest = crate::guest::resolve(source, &CompileCache::Off)?;
     let name = guest.name().to_string();
@@ -41,15 +42,16 @@ pub fn inspect(source: &GuestSource) -> Result<Inspection> {
     let problem = prepare(component, &name)
         .err()
         .map(|err| format!("{err:#}"));
-    let has = |prefix: &str| imports.iter().any(|i| i.starts_with(prefix));
+    // Any version, and for TCP and UDP their `-create-socket` interfaces too.
+    let has = |name: &str| imports.iter().any(|i| i.starts_with(unversioned(name)));
     let mut could_attempt = Vec::new();
-    if has("wasi:sockets/tcp") {
+    if has(TCP) {
         could_attempt.extend(["tcp-listen", "tcp-accept", "tcp-connect"]);
     }
-    if has("wasi:sockets/udp") {
+    if has(UDP) {
         could_attempt.extend(["udp-bind", "udp-send", "udp-recv"]);
     }
-    if has("wasi:sockets/ip-name-lookup") {
+    if has(NAME_LOOKUP) {
         could_attempt.push("dns");
     }
     Ok(Inspection {
@@ -92,10 +94,7 @@ impl fmt::Display for Inspection {
                 self.could_attempt.join(", ")
             )?;
         }
-        let fs = self
-            .imports
-            .iter()
-            .any(|i| i.starts_with("wasi:filesystem"));
+        let fs = self.imports.iter().any(|i| i.starts_with(FILESYSTEM));
         if fs {
             writeln!(
                 f,

@@ -1,4 +1,7 @@
 //! What a running guest's store holds, and what the host side shares with it.
+//!
+//! [`HostState`] composes the pieces each concern keeps (limiter, socket ledger, port claims,
+//! UDP states, busy count), none of which knows of it; the hooks that take it are in `link`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -6,19 +9,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Semaphore, broadcast, watch};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::limits::{GuestLimiter, SocketLedger};
+use super::busy::Busy;
+use super::ledger::SocketLedger;
+use super::limiter::GuestLimiter;
 use super::output;
-use super::{ReadySocket, Transport};
+use super::ports::PortClaims;
+use super::types::{ReadySocket, Transport};
+use super::udp_sockets::UdpSockets;
 use crate::audit::{
     AuditEvent, AuditLog, DenialBudget, denial_message, suppressed_event, suppressed_message,
 };
 use crate::policy::{Gate, Verdict};
 
-/// Decisions kept in memory for [`super::RunningGuest::decisions`]; older ones fall off.
+/// Decisions kept in memory for [`crate::sandbox::RunningGuest::decisions`]; older ones fall off.
 const DECISIONS_KEPT: usize = 10_000;
 /// ... and at most about this many bytes of them (each guest-controlled text is already cut
 /// to [`crate::audit::LOG_TEXT_MAX`]).
@@ -36,19 +43,13 @@ pub(crate) struct HostState {
     /// The guest's sockets, against its caps.
     pub(crate) ledger: SocketLedger,
     /// Each UDP socket's conversation state.
-    pub(crate) udp: super::udp::UdpSockets,
+    pub(crate) udp: UdpSockets,
     /// The shared addresses this instance holds for its port group.
-    pub(crate) ports: super::reuseport::PortClaims,
+    pub(crate) ports: PortClaims,
     /// How long the guest has computed without calling the host.
     pub(crate) busy: Busy,
-}
-
-/// Epoch ticks the guest has computed through since it last returned from a host call.
-#[derive(Default)]
-pub(crate) struct Busy {
-    pub(crate) ticks: u32,
-    /// Inside the epoch check, which wasmtime runs as a host call of its own.
-    pub(crate) in_epoch_check: bool,
+    /// Name lookups in flight, at most `MAX_LOOKUPS` (see `link/dns.rs`).
+    pub(crate) lookups: Arc<Semaphore>,
 }
 
 impl WasiView for HostState {

@@ -1,8 +1,8 @@
 //! UDP sockets judged one by one: each socket has its own conversation state
-//! ([`UdpSocketState`]: what it was bound as, which peers it talks with), and received
+//! ([`UdpSocketState`](crate::policy::UdpSocketState): what it was bound as, which peers it talks with), and received
 //! datagrams are judged in the guest's `receive` call, a bounded batch at a time.
 //!
-//! - Creation (called by the socket constructor in `limits`) gives the new socket its own
+//! - Creation (called by the socket constructor in `sockets`) gives the new socket its own
 //!   address check, bound to its own state (see `network::grant_udp_socket`).
 //! - `udp-socket.stream` records which socket a datagram stream reads, so that
 //! - `incoming-datagram-stream.receive` can judge each datagram wasmtime-wasi read (at most
@@ -12,91 +12,36 @@
 //!   so a flood of refused datagrams costs the guest a bounded step per call, never one
 //!   unbounded host call.
 //!
-//! States are held weakly here and strongly by the socket's check, so a state lives exactly
-//! as long as its socket (and streams) and handle numbers reused later start afresh.
+//! Which state belongs to which socket and stream is kept in `udp_sockets.rs`.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p2::bindings::sockets::network::{
-    ErrorCode, Host as _, IpAddressFamily, IpSocketAddress,
-};
+use wasmtime_wasi::p2::bindings::sockets::network::{Host as _, IpAddressFamily, IpSocketAddress};
 use wasmtime_wasi::p2::bindings::sockets::udp::{
     HostIncomingDatagramStream, HostUdpSocket, IncomingDatagram, IncomingDatagramStream,
-    OutgoingDatagramStream,
 };
 use wasmtime_wasi::p2::bindings::sockets::udp_create_socket;
 use wasmtime_wasi::p2::{SocketError, UdpSocket};
 use wasmtime_wasi::sockets::{WasiSocketsCtxView, WasiSocketsView};
 
-use super::network;
-use super::state::HostState;
-use crate::policy::{SocketOp, UdpRole, UdpSocketState};
-
-const UDP: &str = "wasi:sockets/udp@0.2.12";
+use super::{UDP, guest_code};
+use crate::policy::SocketOp;
+use crate::sandbox::network;
+use crate::sandbox::state::HostState;
 
 /// Refused datagrams one `receive` call reads at most before it returns to the guest (with
 /// nothing, as when nothing is queued): a flood of refused datagrams costs the guest a
 /// bounded step per call, and the guest stays in control between them.
 const MAX_REFUSED_PER_CALL: usize = 256;
 
-/// Handles forgotten this often (in insertions) if their socket is gone.
-const SWEEP_EVERY: usize = 256;
-
-/// The conversation state of each UDP socket and datagram stream of one guest, by handle.
-#[derive(Default)]
-pub(crate) struct UdpSockets {
-    sockets: HashMap<u32, Weak<UdpSocketState>>,
-    streams: HashMap<u32, Weak<UdpSocketState>>,
-    inserted: usize,
-}
-
-impl UdpSockets {
-    /// Whether the socket was bound to serve (a `udp-bind` grant), so its readiness counts.
-    /// A socket bound only to send is not a server and is never announced.
-    pub(crate) fn serves(&self, socket: u32) -> bool {
-        self.state(&self.sockets, socket)
-            .is_some_and(|s| s.role() == UdpRole::Server)
-    }
-
-    fn state(
-        &self,
-        map: &HashMap<u32, Weak<UdpSocketState>>,
-        rep: u32,
-    ) -> Option<Arc<UdpSocketState>> {
-        map.get(&rep).and_then(Weak::upgrade)
-    }
-
-    fn insert_socket(&mut self, rep: u32, state: &Arc<UdpSocketState>) {
-        self.sweep();
-        self.sockets.insert(rep, Arc::downgrade(state));
-    }
-
-    fn insert_stream(&mut self, rep: u32, socket: u32) {
-        self.sweep();
-        let state = self.sockets.get(&socket).cloned().unwrap_or_default();
-        self.streams.insert(rep, state);
-    }
-
-    /// Drops the entries of sockets that are gone, now and then, so the maps stay as small
-    /// as the guest's live sockets.
-    fn sweep(&mut self) {
-        self.inserted += 1;
-        if self.inserted.is_multiple_of(SWEEP_EVERY) {
-            self.sockets.retain(|_, s| s.strong_count() > 0);
-            self.streams.retain(|_, s| s.strong_count() > 0);
-        }
-    }
-}
-
 /// Creates a UDP socket whose address checks are judged with a state of its own. The
-/// constructor hook in `limits` calls this instead of wasmtime-wasi's.
+/// constructor hook in `sockets` calls this instead of wasmtime-wasi's.
 pub(crate) async fn create_socket(
     state: &mut HostState,
     family: IpAddressFamily,
@@ -124,9 +69,8 @@ pub(crate) async fn create_socket(
 }
 
 /// Replaces `udp-socket.stream` and `incoming-datagram-stream.receive` (see the module
-/// documentation). Must run after wasmtime-wasi's own `add_to_linker`.
+/// documentation).
 pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
-    linker.allow_shadowing(true);
     linker.instance(UDP)?.func_wrap_async(
         "[method]udp-socket.stream",
         |mut store: StoreContextMut<'_, HostState>,
@@ -135,16 +79,8 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
                 let rep = socket.rep();
                 let state = store.data_mut();
                 let mut view = state.sockets();
-                let streams: Result<
-                    (
-                        Resource<IncomingDatagramStream>,
-                        Resource<OutgoingDatagramStream>,
-                    ),
-                    ErrorCode,
-                > = match HostUdpSocket::stream(&mut view, socket, remote).await {
-                    Ok(streams) => Ok(streams),
-                    Err(err) => Err(view.convert_error_code(err)?),
-                };
+                let streams = HostUdpSocket::stream(&mut view, socket, remote).await;
+                let streams = guest_code(&mut view, streams)?;
                 if let Ok((incoming, _)) = &streams {
                     state.udp.insert_stream(incoming.rep(), rep);
                 }
@@ -160,7 +96,7 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
             let state = store.data_mut();
             // A stream whose socket state is unknown hears nobody (it cannot happen: every
             // stream is made by the hook above, from a socket made by `create_socket`).
-            let socket = state.udp.state(&state.udp.streams, rep).unwrap_or_default();
+            let socket = state.udp.stream(rep).unwrap_or_default();
             let (gate, shared) = (state.gate.clone(), state.shared.clone());
             let mut kept: Vec<IncomingDatagram> = Vec::new();
             let mut refused = 0;
@@ -202,6 +138,5 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
             Ok((Ok(kept),))
         },
     )?;
-    linker.allow_shadowing(false);
     Ok(())
 }

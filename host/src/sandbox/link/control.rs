@@ -5,7 +5,7 @@ use wasmtime_wasi::p2::bindings::io::poll::Pollable as PollableHandle;
 use wasmtime_wasi::p2::bindings::sockets::network::IpSocketAddress;
 use wasmtime_wasi::p2::{Pollable, subscribe};
 
-use super::state::HostState;
+use crate::sandbox::state::HostState;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -21,9 +21,6 @@ mod bindings {
 }
 
 use bindings::sockbox::guest::control;
-
-/// The WIT name a component imports when it speaks `control`.
-pub(crate) const INTERFACE: &str = "sockbox:guest/control";
 
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     Ok(control::add_to_linker::<HostState, HasSelf<HostState>>(

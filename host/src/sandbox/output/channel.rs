@@ -1,41 +1,22 @@
-//! A guest's stdout and stderr, and the host's own lines about guests: through bounded
-//! buffers to the real descriptors, written by one thread per descriptor.
+//! The bounded queues between a guest's output (or the host's own lines about guests) and the
+//! host's real descriptors, and the one writer thread per descriptor that empties them.
 //!
-//! A guest's `write` only appends to its buffer and wakes the writer thread, so a stdout or
+//! A `push` only appends to its channel's queue and wakes the writer thread, so a stdout or
 //! stderr nobody reads (a busy supervisor, a stuck log shipper) never blocks the guest or the
 //! event loop: past [`BUFFER_BOUND`] bytes waiting, whole lines are dropped and counted, and
-//! once the buffer has drained a notice on stderr says how many
+//! once the queue has drained a notice on stderr says how many
 //! (`sockbox: guest `framing`: dropped 1234 lines of stderr (output not read fast enough)`).
-//!
-//! A guest line that begins with `ready` (after blanks or control bytes) is written as
-//! `(guest) ready ...`, so the first `ready` line of stdout (or of stderr under `learn`) is
-//! always the host's: a guest cannot forge the line scripts wait for. Nothing else of an
-//! honest guest's output changes.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::AsyncWrite;
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 
 /// Bytes of one stream waiting for its descriptor before lines are dropped. Four times a
 /// Linux pipe: a reader that pauses for a moment loses nothing.
 pub const BUFFER_BOUND: usize = 256 * 1024;
-
-/// Most bytes one `write` may carry (what `check-write` answers); more is a guest error.
-const WRITE_BUDGET: usize = 64 * 1024;
-
-/// What a guest line that could be read as a `ready` line is prefixed with.
-pub const GUEST_READY_PREFIX: &[u8] = b"(guest) ";
-
-/// Undecided bytes at a line's start held back while they might still become `ready`.
-const MAX_UNDECIDED: usize = 64;
 
 /// A real descriptor of the host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,7 +124,7 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    fn new(fd: Fd, label: String, stream: &'static str) -> Arc<Channel> {
+    pub(super) fn new(fd: Fd, label: String, stream: &'static str) -> Arc<Channel> {
         Arc::new(Channel {
             fd,
             label,
@@ -162,7 +143,7 @@ impl Channel {
 
     /// Queues one piece of a line (it ends with `\n` or is the line's unfinished part), or
     /// drops it; never blocks on the descriptor.
-    fn push(self: &Arc<Self>, piece: Bytes) {
+    pub(super) fn push(self: &Arc<Self>, piece: Bytes) {
         if piece.is_empty() {
             return;
         }
@@ -240,7 +221,7 @@ impl Channel {
     }
 
     /// Waits until everything queued so far is written, at most until `deadline`.
-    fn wait_drained(&self, deadline: Instant) -> bool {
+    pub(super) fn wait_drained(&self, deadline: Instant) -> bool {
         let mut q = self.lock();
         while q.scheduled {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -263,7 +244,7 @@ fn registry() -> &'static Mutex<Vec<std::sync::Weak<Channel>>> {
     ALL.get_or_init(Default::default)
 }
 
-fn register(channel: &Arc<Channel>) {
+pub(super) fn register(channel: &Arc<Channel>) {
     let mut all = registry().lock().unwrap_or_else(|e| e.into_inner());
     all.retain(|c| c.strong_count() > 0);
     all.push(Arc::downgrade(channel));
@@ -294,253 +275,9 @@ pub fn host_line(line: &str) {
     channel.push(Bytes::from(bytes));
 }
 
-/// A guest's stdout or stderr as wasmtime-wasi sees it: every stream the guest opens on it
-/// writes into the same bounded channel.
-#[derive(Clone)]
-pub(crate) struct GuestOutput {
-    channel: Arc<Channel>,
-    /// Whether the real descriptor the guest's stream is named after is a terminal.
-    terminal: bool,
-}
-
-impl GuestOutput {
-    /// `guest`'s `stream` ("stdout" or "stderr") into the host's descriptor `fd`.
-    pub(crate) fn new(guest: &str, stream: &'static str, fd: Fd) -> GuestOutput {
-        let channel = Channel::new(fd, format!("guest `{guest}`"), stream);
-        register(&channel);
-        let terminal = match fd {
-            Fd::Stdout => std::io::IsTerminal::is_terminal(&io::stdout()),
-            Fd::Stderr => std::io::IsTerminal::is_terminal(&io::stderr()),
-        };
-        GuestOutput { channel, terminal }
-    }
-
-    fn stream(&self) -> GuestStream {
-        GuestStream {
-            channel: self.channel.clone(),
-            guard: ReadyGuard::default(),
-        }
-    }
-
-    /// Waits (at most until `deadline`) for what the guest wrote so far to be written.
-    pub(crate) fn wait_drained(&self, deadline: Instant) -> bool {
-        self.channel.wait_drained(deadline)
-    }
-}
-
-impl IsTerminal for GuestOutput {
-    fn is_terminal(&self) -> bool {
-        self.terminal
-    }
-}
-
-impl StdoutStream for GuestOutput {
-    fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(self.stream())
-    }
-
-    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(self.stream())
-    }
-}
-
-/// One stream handle of the guest; never blocks.
-struct GuestStream {
-    channel: Arc<Channel>,
-    guard: ReadyGuard,
-}
-
-impl GuestStream {
-    fn put(&mut self, bytes: Bytes) {
-        for piece in self.guard.feed(bytes) {
-            self.channel.push(piece);
-        }
-    }
-}
-
-impl Drop for GuestStream {
-    fn drop(&mut self) {
-        if let Some(rest) = self.guard.finish() {
-            self.channel.push(rest);
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Pollable for GuestStream {
-    async fn ready(&mut self) {}
-}
-
-impl OutputStream for GuestStream {
-    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        if bytes.len() > WRITE_BUDGET {
-            return Err(StreamError::Trap(wasmtime::format_err!(
-                "write of {} bytes exceeds the {WRITE_BUDGET} check-write allowed",
-                bytes.len()
-            )));
-        }
-        self.put(bytes);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> StreamResult<()> {
-        Ok(())
-    }
-
-    fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(WRITE_BUDGET)
-    }
-}
-
-impl AsyncWrite for GuestStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let n = buf.len().min(WRITE_BUDGET);
-        self.get_mut().put(Bytes::copy_from_slice(&buf[..n]));
-        Poll::Ready(Ok(n))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-/// Splits output into pieces of lines and prefixes a line that begins with `ready`.
-#[derive(Default)]
-struct ReadyGuard {
-    /// The start of the current line while it might still turn into `ready`.
-    undecided: Vec<u8>,
-    /// The current line's start was judged (its first bytes are out).
-    decided: bool,
-}
-
-impl ReadyGuard {
-    /// Pieces to queue, each within one line (ending with `\n`, or the line's unfinished part).
-    fn feed(&mut self, bytes: Bytes) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let end = memchr(b'\n', &rest).map_or(rest.len(), |i| i + 1);
-            let piece = rest.split_to(end);
-            let ends_line = piece.ends_with(b"\n");
-            if self.decided {
-                out.push(piece);
-            } else {
-                self.undecided.extend_from_slice(&piece);
-                match judge(&self.undecided) {
-                    Judgement::Undecided if !ends_line && self.undecided.len() <= MAX_UNDECIDED => {
-                    }
-                    judgement => {
-                        let held = std::mem::take(&mut self.undecided);
-                        // Still undecided: at the end of a line it never read `ready`;
-                        // past the bound (blanks, say) it still could, so it is prefixed.
-                        let prefix = match judgement {
-                            Judgement::Ready => true,
-                            Judgement::Other => false,
-                            Judgement::Undecided => !ends_line,
-                        };
-                        let mut bytes = Vec::with_capacity(held.len() + GUEST_READY_PREFIX.len());
-                        if prefix {
-                            bytes.extend_from_slice(GUEST_READY_PREFIX);
-                        }
-                        bytes.extend_from_slice(&held);
-                        out.push(Bytes::from(bytes));
-                        self.decided = true;
-                    }
-                }
-            }
-            if ends_line {
-                self.decided = false;
-            }
-        }
-        out
-    }
-
-    /// What is still held back when the stream closes.
-    fn finish(&mut self) -> Option<Bytes> {
-        let held = std::mem::take(&mut self.undecided);
-        (!held.is_empty()).then(|| Bytes::from(held))
-    }
-}
-
-enum Judgement {
-    Ready,
-    Other,
-    Undecided,
-}
-
-/// Whether a line that begins with `start` reads as a `ready` line: its first word after
-/// blanks and control bytes (anything a parser might trim) begins with `ready`.
-fn judge(start: &[u8]) -> Judgement {
-    let word = match start.iter().position(|&b| !is_blank_byte(b)) {
-        Some(i) => &start[i..],
-        None => return Judgement::Undecided,
-    };
-    const READY: &[u8] = b"ready";
-    if word.starts_with(READY) {
-        Judgement::Ready
-    } else if READY.starts_with(word) {
-        Judgement::Undecided
-    } else {
-        Judgement::Other
-    }
-}
-
-fn is_blank_byte(b: u8) -> bool {
-    b != b'\n' && (b.is_ascii_whitespace() || b.is_ascii_control())
-}
-
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn guarded(writes: &[&str]) -> String {
-        let mut guard = ReadyGuard::default();
-        let mut out = Vec::new();
-        for w in writes {
-            for piece in guard.feed(Bytes::copy_from_slice(w.as_bytes())) {
-                out.extend_from_slice(&piece);
-            }
-        }
-        out.extend(guard.finish().unwrap_or_default());
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn lines_that_read_as_ready_are_prefixed_and_nothing_else_changes() {
-        assert_eq!(guarded(&["hello\nworld\n"]), "hello\nworld\n");
-        assert_eq!(
-            guarded(&["ready tcp 192.0.2.1:9\n"]),
-            "(guest) ready tcp 192.0.2.1:9\n"
-        );
-        // Split across writes, after blanks and control bytes, in the middle of the output.
-        assert_eq!(
-            guarded(&["ok\nre", "ady udp 1.2.3.4:5\n"]),
-            "ok\n(guest) ready udp 1.2.3.4:5\n"
-        );
-        assert_eq!(guarded(&[" \t\rready\n"]), "(guest)  \t\rready\n");
-        assert_eq!(guarded(&["rea", "l\n"]), "real\n");
-        assert_eq!(guarded(&["not ready\n"]), "not ready\n");
-        assert_eq!(guarded(&["\n\n"]), "\n\n");
-        // A partial line at the end is kept.
-        assert_eq!(guarded(&["re"]), "re");
-        assert_eq!(guarded(&["bin\0ary"]), "bin\0ary");
-        // Blanks past the bound cannot hide a `ready` after them.
-        let blanks = " ".repeat(100);
-        let out = guarded(&[&blanks, "ready tcp 1.2.3.4:5\n"]);
-        assert!(out.starts_with("(guest) "), "{out:?}");
-    }
 
     #[test]
     fn a_full_channel_drops_whole_lines_and_counts_them() {

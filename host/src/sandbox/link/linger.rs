@@ -9,7 +9,7 @@
 //!
 //! A lingering close still holds the connection's descriptor, so it stays counted against the
 //! guest's `max-sockets` and the process's descriptor budget until it is done (see
-//! `limits::Linger`): a guest cannot trade its sockets for lingering closes without bound,
+//! `ledger::Linger`): a guest cannot trade its sockets for lingering closes without bound,
 //! and at its cap it meets `new-socket-limit`, never the host's descriptor limit.
 //!
 //! Writes of nothing (`write` of an empty list, `write-zeroes` of 0) never reach a stream: the
@@ -29,17 +29,14 @@ use wasmtime::component::{Linker, Resource, ResourceTable, ResourceType};
 use wasmtime_wasi_io::bindings::wasi::io::streams as wit;
 use wasmtime_wasi_io::streams::{DynOutputStream, StreamError};
 
-use super::state::HostState;
-
-const STREAMS: &str = "wasi:io/streams@0.2.12";
+use super::STREAMS;
+use crate::sandbox::state::HostState;
 
 /// How long a dropped stream's last write may take before it is abandoned.
-pub(crate) const LINGER: Duration = Duration::from_secs(30);
+const LINGER: Duration = Duration::from_secs(30);
 
-/// Replaces the output-stream destructor, `write` and `write-zeroes`. Must run after
-/// wasmtime-wasi's own `add_to_linker`.
+/// Replaces the output-stream destructor, `write` and `write-zeroes`.
 pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
-    linker.allow_shadowing(true);
     linker.instance(STREAMS)?.func_wrap(
         "[method]output-stream.write",
         |mut store: StoreContextMut<'_, HostState>,
@@ -90,7 +87,6 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
             Ok(())
         },
     )?;
-    linker.allow_shadowing(false);
     Ok(())
 }
 

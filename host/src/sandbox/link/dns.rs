@@ -29,10 +29,10 @@ use wasmtime_wasi::p2::Pollable;
 use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddress, Network};
 use wasmtime_wasi_io::poll::{DynPollable, subscribe};
 
-use super::limits::MAX_LOOKUPS;
-use super::state::HostState;
 use crate::audit::{AuditEvent, LIMIT_PREFIX};
 use crate::policy::{Use, normalise_name};
+use crate::sandbox::limits::MAX_LOOKUPS;
+use crate::sandbox::state::HostState;
 
 /// The longest name a guest may ask for: 253 bytes, and one trailing dot.
 const MAX_NAME: usize = 254;
@@ -59,11 +59,9 @@ mod bindings {
 
 use bindings::wasi::sockets::ip_name_lookup;
 
-/// Replaces wasmtime-wasi's name lookup. Must run after wasmtime-wasi's `add_to_linker`.
+/// Replaces wasmtime-wasi's name lookup.
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> Result<()> {
-    linker.allow_shadowing(true);
     ip_name_lookup::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
-    linker.allow_shadowing(false);
     Ok(())
 }
 
@@ -171,7 +169,7 @@ impl HostState {
                 addrs.iter().copied().collect(),
             )));
         }
-        let Ok(permit) = self.ledger.lookups.clone().try_acquire_owned() else {
+        let Ok(permit) = self.lookups.clone().try_acquire_owned() else {
             let limit = format!("{LIMIT_PREFIX}{MAX_LOOKUPS} name lookups in flight");
             record(self, false, Some(limit));
             return Err(ErrorCode::TemporaryResolverFailure);

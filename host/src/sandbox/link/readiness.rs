@@ -10,22 +10,17 @@ use std::net::SocketAddr;
 use anyhow::Result;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource};
-use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, Host as _};
 use wasmtime_wasi::p2::bindings::sockets::tcp::HostTcpSocket;
 use wasmtime_wasi::p2::bindings::sockets::udp::HostUdpSocket;
-use wasmtime_wasi::p2::{SocketError, TcpSocket, UdpSocket};
-use wasmtime_wasi::sockets::{WasiSocketsCtxView, WasiSocketsView};
+use wasmtime_wasi::p2::{TcpSocket, UdpSocket};
+use wasmtime_wasi::sockets::WasiSocketsView;
 
-use super::Transport;
-use super::state::HostState;
-
-const TCP: &str = "wasi:sockets/tcp@0.2.12";
-const UDP: &str = "wasi:sockets/udp@0.2.12";
+use super::{TCP, UDP, guest_code};
+use crate::sandbox::state::HostState;
+use crate::sandbox::types::Transport;
 
 /// Replaces `finish-listen` and UDP `finish-bind` with versions that also report readiness.
-/// Must run after wasmtime-wasi's own `add_to_linker`.
 pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
-    linker.allow_shadowing(true);
     linker.instance(TCP)?.func_wrap(
         "[method]tcp-socket.finish-listen",
         |mut store: StoreContextMut<'_, HostState>, (socket,): (Resource<TcpSocket>,)| {
@@ -37,7 +32,7 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
                     .map(SocketAddr::from),
                 Err(err) => Err(err),
             };
-            let result = finish(&mut view, result)?;
+            let result = guest_code(&mut view, result)?;
             if let Ok(addr) = result {
                 state.shared.socket_ready(Transport::Tcp, addr);
             }
@@ -55,7 +50,7 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
                     .map(SocketAddr::from),
                 Err(err) => Err(err),
             };
-            let result = finish(&mut view, result)?;
+            let result = guest_code(&mut view, result)?;
             // A socket bound only to send (see `udp`) serves nobody: not ready.
             if let Ok(addr) = result
                 && state.udp.serves(rep)
@@ -65,17 +60,5 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
             Ok((result.map(drop),))
         },
     )?;
-    linker.allow_shadowing(false);
     Ok(())
-}
-
-/// Splits a socket result into the guest's error code or a trap, as the generated bindings do.
-fn finish(
-    view: &mut WasiSocketsCtxView<'_>,
-    result: Result<SocketAddr, SocketError>,
-) -> wasmtime::Result<Result<SocketAddr, ErrorCode>> {
-    match result {
-        Ok(addr) => Ok(Ok(addr)),
-        Err(err) => Ok(Err(view.convert_error_code(err)?)),
-    }
 }

@@ -1,0 +1,146 @@
+//! Linking: everything a guest may import, built once per engine, and every place where
+//! sockbox answers a WASI function itself instead of wasmtime-wasi.
+//!
+//! The linker starts from wasmtime-wasi's WASI 0.2 and shadows single functions, one module per
+//! concern: [`readiness`] (a socket is ready), [`errors`] (no host stack in guest-visible
+//! errors), [`linger`] (dropping a stream never blocks), [`sockets`] (sockets counted against
+//! the guest's limits), [`udp`] (datagrams judged per socket), [`bind`] (shared ports claimed),
+//! [`dns`] (names judged by the policy) and [`control`] (`sockbox:guest/control`). The names
+//! of the interfaces they shadow are written here once.
+
+mod bind;
+mod control;
+mod dns;
+mod errors;
+mod linger;
+mod readiness;
+mod sockets;
+mod udp;
+
+use std::sync::OnceLock;
+
+use anyhow::Result;
+use wasmtime::component::{Component, Linker};
+use wasmtime_wasi::p2::SocketError;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, Host as _};
+use wasmtime_wasi::sockets::WasiSocketsCtxView;
+
+use super::state::HostState;
+use crate::compile;
+
+pub(crate) const TCP: &str = "wasi:sockets/tcp@0.2.12";
+pub(crate) const UDP: &str = "wasi:sockets/udp@0.2.12";
+pub(crate) const TCP_CREATE: &str = "wasi:sockets/tcp-create-socket@0.2.12";
+pub(crate) const UDP_CREATE: &str = "wasi:sockets/udp-create-socket@0.2.12";
+pub(crate) const NAME_LOOKUP: &str = "wasi:sockets/ip-name-lookup@0.2.12";
+pub(crate) const STREAMS: &str = "wasi:io/streams@0.2.12";
+pub(crate) const ERROR: &str = "wasi:io/error@0.2.12";
+/// The filesystem package, all its interfaces.
+pub(crate) const FILESYSTEM: &str = "wasi:filesystem";
+/// What a component imports when it speaks `control`.
+pub(crate) const CONTROL: &str = "sockbox:guest/control";
+
+/// An interface name without its version: `wasi:sockets/tcp`.
+pub(crate) fn unversioned(name: &str) -> &str {
+    name.split_once('@').map_or(name, |(name, _)| name)
+}
+
+/// The linker, built at the first use: the engine is one per process, and a linker only
+/// reads it.
+fn linker() -> Result<&'static Linker<HostState>> {
+    static LINKER: OnceLock<Linker<HostState>> = OnceLock::new();
+    if let Some(linker) = LINKER.get() {
+        return Ok(linker);
+    }
+    let linker = build()?;
+    Ok(LINKER.get_or_init(|| linker))
+}
+
+/// Everything a guest may import: WASI 0.2 with sockbox's functions in place of some, plus
+/// `control`.
+fn build() -> Result<Linker<HostState>> {
+    let mut linker: Linker<HostState> = Linker::new(compile::engine());
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+    // Everything below replaces a function wasmtime-wasi just defined, except `control`.
+    linker.allow_shadowing(true);
+    readiness::add_hooks(&mut linker)?;
+    errors::add_hooks(&mut linker)?;
+    linger::add_hooks(&mut linker)?;
+    sockets::add_hooks(&mut linker)?;
+    udp::add_hooks(&mut linker)?;
+    bind::add_hooks(&mut linker)?;
+    dns::add_to_linker(&mut linker)?;
+    linker.allow_shadowing(false);
+    control::add_to_linker(&mut linker)?;
+    Ok(linker)
+}
+
+/// Type-checks `component` against the sandbox: every import provided, `wasi:cli/run` exported.
+pub(crate) fn prepare(component: &Component, guest: &str) -> Result<CommandPre<HostState>> {
+    // Imports first, so a forbidden import is named even if exports are wrong too.
+    let pre = linker()?
+        .instantiate_pre(component)
+        .map_err(|err| describe_link_error(err.into(), guest))?;
+    CommandPre::new(pre).map_err(|err| {
+        anyhow::Error::from(err).context(format!(
+            "guest `{guest}` is not a WASI 0.2 command: it must export wasi:cli/run"
+        ))
+    })
+}
+
+/// Whether the component speaks `sockbox:guest/control`.
+pub(crate) fn imports_control(component: &Component) -> bool {
+    component
+        .component_type()
+        .imports(compile::engine())
+        .any(|(import, _)| import.starts_with(CONTROL))
+}
+
+/// Turns wasmtime's "no implementation for import X" into a message about the sandbox.
+fn describe_link_error(err: anyhow::Error, guest: &str) -> anyhow::Error {
+    let text = format!("{err:#}");
+    if text.contains("matching implementation was not found in the linker") {
+        err.context(format!(
+            "guest `{guest}` imports something the sockbox:guest/server world does not provide \
+             (only WASI 0.2 cli, clocks, random, io, sockets, filesystem types and \
+             sockbox:guest/control are available)"
+        ))
+    } else {
+        err.context(format!("cannot link guest `{guest}`"))
+    }
+}
+
+/// Splits a socket result into the guest's error code or a trap, as the generated bindings do.
+fn guest_code<T>(
+    view: &mut WasiSocketsCtxView<'_>,
+    result: Result<T, SocketError>,
+) -> wasmtime::Result<Result<T, ErrorCode>> {
+    match result {
+        Ok(value) => Ok(Ok(value)),
+        Err(err) => Ok(Err(view.convert_error_code(err)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_linker_is_built_once() {
+        let first: *const Linker<HostState> = linker().unwrap();
+        let again: *const Linker<HostState> = linker().unwrap();
+        assert_eq!(first, again);
+    }
+
+    #[test]
+    fn an_interface_name_without_its_version() {
+        for (name, bare) in [
+            (TCP, "wasi:sockets/tcp"),
+            (NAME_LOOKUP, "wasi:sockets/ip-name-lookup"),
+            (CONTROL, CONTROL),
+        ] {
+            assert_eq!(unversioned(name), bare);
+        }
+    }
+}
