@@ -60,12 +60,9 @@ impl ResourceLimiter for GuestLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // Past its own declared maximum wasmtime fails the growth after asking: refused here,
-        // so every growth allowed below is one that happens.
-        if maximum.is_some_and(|max| desired > max) {
+        let Some(total) = grown(self.memory, current, desired, maximum) else {
             return Ok(false);
-        }
-        let total = self.memory.saturating_add(desired.saturating_sub(current));
+        };
         if total > self.max_memory {
             let max = self.max_memory;
             return Ok(self.refuse(|| {
@@ -85,12 +82,9 @@ impl ResourceLimiter for GuestLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if maximum.is_some_and(|max| desired > max) {
+        let Some(total) = grown(self.table_elements, current, desired, maximum) else {
             return Ok(false);
-        }
-        let total = self
-            .table_elements
-            .saturating_add(desired.saturating_sub(current));
+        };
         if total > MAX_TABLE_ELEMENTS {
             return Ok(self.refuse(|| {
                 format!(
@@ -114,6 +108,16 @@ impl ResourceLimiter for GuestLimiter {
     fn memories(&self) -> usize {
         MAX_MEMORIES
     }
+}
+
+/// What all memories (or tables) together hold once one of them grows from `current` to
+/// `desired`; `None` past that one's own declared maximum, which wasmtime fails after asking:
+/// refused here, so every growth the limiter allows is one that happens.
+fn grown(sum: usize, current: usize, desired: usize, maximum: Option<usize>) -> Option<usize> {
+    if maximum.is_some_and(|max| desired > max) {
+        return None;
+    }
+    Some(sum.saturating_add(desired.saturating_sub(current)))
 }
 
 impl Drop for GuestLimiter {

@@ -54,3 +54,32 @@ impl UdpSockets {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_reads_with_its_socket_s_state_for_as_long_as_the_socket_lives() {
+        let mut udp = UdpSockets::default();
+        let state = Arc::new(UdpSocketState::default());
+        udp.insert_socket(1, &state);
+        udp.insert_stream(10, 1);
+        udp.insert_stream(11, 7);
+        assert!(Arc::ptr_eq(&udp.stream(10).unwrap(), &state));
+        assert!(
+            udp.stream(11).is_none(),
+            "a stream of an unknown socket hears nobody"
+        );
+        assert!(!udp.serves(1), "an unbound socket is no server");
+        drop(state);
+        assert!(udp.stream(10).is_none(), "the state went with its socket");
+        // Entries of gone sockets are swept out as new ones come.
+        let live = Arc::new(UdpSocketState::default());
+        for rep in 100..100 + SWEEP_EVERY as u32 {
+            udp.insert_socket(rep, &live);
+        }
+        assert!(!udp.sockets.contains_key(&1) && !udp.streams.contains_key(&10));
+        assert_eq!(udp.sockets.len(), SWEEP_EVERY);
+    }
+}

@@ -19,8 +19,8 @@ use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, Host as _, IpAddr
 use wasmtime_wasi::p2::bindings::sockets::tcp::HostTcpSocket;
 use wasmtime_wasi::p2::bindings::sockets::tcp_create_socket;
 use wasmtime_wasi::p2::bindings::sockets::udp::HostUdpSocket;
-use wasmtime_wasi::p2::{TcpSocket, UdpSocket};
-use wasmtime_wasi::sockets::WasiSocketsView;
+use wasmtime_wasi::p2::{SocketError, TcpSocket, UdpSocket};
+use wasmtime_wasi::sockets::{WasiSocketsCtxView, WasiSocketsView};
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
 use super::{TCP, TCP_CREATE, UDP, UDP_CREATE, guest_code};
@@ -39,22 +39,13 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
             if let Err(refusal) = admit(state, family, Transport::Tcp) {
                 return Ok((Err(refusal),));
             }
-            let share = state.share_ports;
-            let mut view = state.sockets();
-            let result = tcp_create_socket::Host::create_tcp_socket(&mut view, family);
-            let mut result = guest_code(&mut view, result)?;
-            if share && let Ok(socket) = &result {
-                let rep = socket.rep();
-                if let Err(err) = reuseport::share_tcp(&mut view, rep) {
-                    tracing::error!("cannot share the port of a TCP socket: {err:#}");
-                    drop(view.table.delete(Resource::<TcpSocket>::new_own(rep))?);
-                    result = Err(ErrorCode::Unknown);
-                }
-            }
-            if result.is_err() {
-                state.ledger.refund();
-            }
-            Ok((result,))
+            let result = tcp_create_socket::Host::create_tcp_socket(&mut state.sockets(), family);
+            Ok((created(
+                state,
+                result,
+                Transport::Tcp,
+                reuseport::share_tcp,
+            )?,))
         },
     )?;
     linker.instance(UDP_CREATE)?.func_wrap_async(
@@ -65,22 +56,13 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
                 if let Err(refusal) = admit(state, family, Transport::Udp) {
                     return Ok((Err(refusal),));
                 }
-                let share = state.share_ports;
                 let result = super::udp::create_socket(state, family).await;
-                let mut view = state.sockets();
-                let mut result = guest_code(&mut view, result)?;
-                if share && let Ok(socket) = &result {
-                    let rep = socket.rep();
-                    if let Err(err) = reuseport::share_udp(&mut view, rep) {
-                        tracing::error!("cannot share the port of a UDP socket: {err:#}");
-                        drop(view.table.delete(Resource::<UdpSocket>::new_own(rep))?);
-                        result = Err(ErrorCode::Unknown);
-                    }
-                }
-                if result.is_err() {
-                    state.ledger.refund();
-                }
-                Ok((result,))
+                Ok((created(
+                    state,
+                    result,
+                    Transport::Udp,
+                    reuseport::share_udp,
+                )?,))
             })
         },
     )?;
@@ -168,6 +150,33 @@ fn admit(
             _ => ErrorCode::NewSocketLimit,
         }
     })
+}
+
+/// A socket the guest was admitted to create, created or not: shared with the guest's other
+/// instances if they share ports (`share`; a socket that cannot be is closed again), or its
+/// place in the ledger given back if there is no socket after all.
+fn created<T: Send + 'static>(
+    state: &mut HostState,
+    result: Result<Resource<T>, SocketError>,
+    transport: Transport,
+    share: fn(&mut WasiSocketsCtxView<'_>, u32) -> anyhow::Result<()>,
+) -> wasmtime::Result<Result<Resource<T>, ErrorCode>> {
+    let share_ports = state.share_ports;
+    let mut view = state.sockets();
+    let mut result = guest_code(&mut view, result)?;
+    if share_ports && let Ok(socket) = &result {
+        let rep = socket.rep();
+        if let Err(err) = share(&mut view, rep) {
+            let kind = transport.to_string().to_uppercase();
+            tracing::error!("cannot share the port of a {kind} socket: {err:#}");
+            drop(view.table.delete(Resource::<T>::new_own(rep))?);
+            result = Err(ErrorCode::Unknown);
+        }
+    }
+    if result.is_err() {
+        state.ledger.refund();
+    }
+    Ok(result)
 }
 
 /// Takes an accepted connection out of the guest's table and closes it; returns its peer.
