@@ -5,7 +5,7 @@
 //! and calls it with an address and a use only, never saying which socket. TCP needs no more.
 //! For UDP the answer depends on the socket (who it sent to, whether it was bound to serve),
 //! so every UDP socket is created with its own check, bound to its own [`UdpSocketState`]
-//! (see `udp`).
+//! (see `link/udp.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,7 +33,7 @@ pub(crate) fn grant(builder: &mut WasiCtxBuilder, gate: Arc<Gate>, shared: Arc<S
 /// The check of one UDP socket, with that socket's conversation state.
 ///
 /// A received datagram is let through here and judged by the `receive` hook instead (see
-/// `udp`): wasmtime-wasi drops a datagram this check refuses inside a loop that reads the next
+/// `link/udp.rs`): wasmtime-wasi drops a datagram this check refuses inside a loop that reads the next
 /// one at once, so a flood of refused datagrams would keep one host call (or one runtime
 /// task) spinning for as long as it lasts. The hook judges at most one batch per call.
 pub(crate) fn grant_udp_socket(

@@ -25,9 +25,8 @@ use crate::sandbox::reuseport::{find_udp, set_reuseport};
 use crate::sandbox::state::HostState;
 use crate::sandbox::types::Transport;
 
-/// Replaces `start-bind` of both socket kinds and TCP `start-listen`: for a guest that shares
-/// its ports, a bind is checked against (and recorded in) the process's claims, and so is the
-/// address a listener got.
+/// Replaces `start-bind` of both socket kinds and TCP `start-listen` (see the module's
+/// documentation).
 pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
     linker.instance(TCP)?.func_wrap_async(
         "[method]tcp-socket.start-bind",
