@@ -33,9 +33,9 @@ pub(crate) fn grant(builder: &mut WasiCtxBuilder, gate: Arc<Gate>, shared: Arc<S
 /// The check of one UDP socket, with that socket's conversation state.
 ///
 /// A received datagram is let through here and judged by the `receive` hook instead (see
-/// `link/udp.rs`): wasmtime-wasi drops a datagram this check refuses inside a loop that reads the next
-/// one at once, so a flood of refused datagrams would keep one host call (or one runtime
-/// task) spinning for as long as it lasts. The hook judges at most one batch per call.
+/// `link/udp.rs`): wasmtime-wasi drops a datagram this check refuses inside a loop that reads
+/// the next one at once, so a flood of refused datagrams would keep one host call (or one
+/// runtime task) spinning for as long as it lasts. The hook judges at most one batch per call.
 pub(crate) fn grant_udp_socket(
     builder: &mut WasiCtxBuilder,
     gate: Arc<Gate>,

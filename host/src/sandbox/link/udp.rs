@@ -1,6 +1,7 @@
 //! UDP sockets judged one by one: each socket has its own conversation state
-//! ([`UdpSocketState`](crate::policy::UdpSocketState): what it was bound as, which peers it talks with), and received
-//! datagrams are judged in the guest's `receive` call, a bounded batch at a time.
+//! ([`UdpSocketState`](crate::policy::UdpSocketState): what it was bound as, which peers it
+//! talks with), and received datagrams are judged in the guest's `receive` call, a bounded
+//! batch at a time.
 //!
 //! - Creation (called by the socket constructor in `sockets`) gives the new socket its own
 //!   address check, bound to its own state (see `network::grant_udp_socket`).
