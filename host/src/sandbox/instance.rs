@@ -162,7 +162,7 @@ fn store(
         wasi: wasi.build(),
         table,
         // All memories together, not each on its own (wasmtime's `StoreLimits`).
-        limits: GuestLimiter::new(name, enforced.max_memory),
+        limiter: GuestLimiter::new(name, enforced.max_memory),
         ledger: SocketLedger::new(
             policy.grants_tcp(),
             policy.grants_udp(),
@@ -178,7 +178,7 @@ fn store(
         lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
     };
     let mut store = Store::new(compile::engine(), state);
-    store.limiter(|state| &mut state.limits);
+    store.limiter(|state| &mut state.limiter);
     busy::watch(&mut store, |state| &mut state.busy, name, enforced.max_busy);
     store
 }

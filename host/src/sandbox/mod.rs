@@ -7,14 +7,14 @@
 //! runtime; [`RunningGuest`] waits for readiness, exposes decisions, asks the guest to stop and
 //! reports how it ended.
 //!
-//! One module per concern. From the top: [`builder`] (the entry point), [`instance`] (the guest
-//! prepared once, a store per start), [`running`] (a started guest), [`link`] (the linker and
-//! every WASI function sockbox answers itself); [`state`] composes what a store holds from the
-//! leaves below it, which know nothing of it: [`ledger`] (sockets against their caps),
-//! [`limiter`] (wasm memory and tables), [`limits`] (defaults and the descriptor budget),
-//! [`ports`] (who shares which address), [`reuseport`] (`SO_REUSEPORT` on a WASI socket),
-//! [`udp_sockets`] (each UDP socket's state), [`busy`] (the busy watch), [`output`] (what a
-//! guest prints), [`errors`] (errors without the host's stack), [`types`] (what a user gets back).
+//! One module per concern. From the top: `builder` (the entry point), `instance` (the guest
+//! prepared once, a store per start), `running` (a started guest), `link` (the linker and
+//! every WASI function sockbox answers itself); `state` composes what a store holds from the
+//! leaves below it, which know nothing of it: `ledger` (sockets against their caps),
+//! `limiter` (wasm memory and tables), `limits` (defaults and the descriptor budget),
+//! `ports` (who shares which address), `reuseport` (`SO_REUSEPORT` on a WASI socket),
+//! `udp_sockets` (each UDP socket's state), `busy` (the busy watch), `output` (what a
+//! guest prints), `errors` (errors without the host's stack), `types` (what a user gets back).
 
 mod builder;
 mod busy;

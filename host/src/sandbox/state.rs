@@ -35,7 +35,7 @@ const DECISIONS_MAX_BYTES: usize = 4 * 1024 * 1024;
 pub(crate) struct HostState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: GuestLimiter,
+    pub(crate) limiter: GuestLimiter,
     pub(crate) gate: Arc<Gate>,
     pub(crate) shared: Arc<Shared>,
     /// Other instances bind the same addresses (`SO_REUSEPORT` on every new socket).
