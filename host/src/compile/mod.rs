@@ -10,7 +10,7 @@ pub(crate) mod cache;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use wasmtime::component::Component;
@@ -19,29 +19,14 @@ use wasmtime::{Config, Engine};
 pub use cache::CompileCache;
 use cache::Origin;
 
-/// How often the epoch advances. A guest that computes without calling the host yields to
-/// the async runtime at every epoch, so one busy guest cannot starve the host's other work.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
-
 pub(crate) fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
         let mut config = Config::new();
         config.wasm_component_model(true);
+        // The epoch is advanced by the sandbox's busy watch (`sandbox/busy.rs`).
         config.epoch_interruption(true);
-        let engine = Engine::new(&config).expect("a valid wasmtime configuration");
-        let ticker = engine.weak();
-        std::thread::Builder::new()
-            .name("sockbox-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = ticker.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })
-            .expect("spawn the epoch thread");
-        engine
+        Engine::new(&config).expect("a valid wasmtime configuration")
     })
 }
 

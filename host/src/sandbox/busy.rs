@@ -2,15 +2,18 @@
 //! every epoch tick, so it cannot hold a worker thread, and one that computes through more
 //! than `max-busy` of ticks (a runaway loop) is stopped.
 //!
-//! The epoch itself advances on the engine's ticker thread, every [`EPOCH_TICK`] (see
-//! `crate::compile`); here each store counts the ticks its guest ran into, and every return
-//! from a host call (`poll` included) starts the count again.
+//! One thread advances the engine's epoch every [`EPOCH_TICK`]; each store counts the ticks
+//! its guest ran into, and every return from a host call (`poll` included) starts the count
+//! again.
 
+use std::sync::Once;
 use std::time::Duration;
 
-use wasmtime::{CallHook, Store, UpdateDeadline};
+use wasmtime::{CallHook, Engine, Store, UpdateDeadline};
 
-use crate::compile::EPOCH_TICK;
+/// How often the epoch advances. A guest that computes without calling the host yields to
+/// the async runtime at every epoch, so one busy guest cannot starve the host's other work.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Epoch ticks the guest has computed through since it last returned from a host call.
 #[derive(Default)]
@@ -44,6 +47,7 @@ pub(crate) fn watch<T: 'static>(
     name: &str,
     max_busy: Duration,
 ) {
+    tick(store.engine());
     store.call_hook(move |mut store, hook| {
         if matches!(hook, CallHook::ReturningFromHost) {
             busy(store.data_mut()).returned_from_host();
@@ -63,6 +67,25 @@ pub(crate) fn watch<T: 'static>(
             ));
         }
         Ok(UpdateDeadline::Yield(1))
+    });
+}
+
+/// Advances `engine`'s epoch every [`EPOCH_TICK`] for as long as it lives, on a thread of its
+/// own started with the first store (the engine is one per process).
+fn tick(engine: &Engine) {
+    static TICKER: Once = Once::new();
+    TICKER.call_once(|| {
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("sockbox-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .expect("spawn the epoch thread");
     });
 }
 
