@@ -539,7 +539,7 @@ mod tests {
         ] {
             assert!(!get(path).is_empty(), "{path}");
         }
-        let guests: Table = include_str!("../../../guests/Cargo.toml").parse().unwrap();
+        let guests: Table = include_str!("../../guests/Cargo.toml").parse().unwrap();
         let sdk: Table = get("vendor/sockbox/guests/sdk/Cargo.toml").parse().unwrap();
         assert_eq!(sdk["package"]["name"].as_str(), Some("sockbox-guest"));
         assert_eq!(sdk["package"]["edition"].as_str(), Some("2024"));

@@ -1,4 +1,7 @@
-//! `sockbox bench`: how a guest compares with the same server written natively, as ratios.
+//! sockbox-bench: the measurements behind `sockbox bench`, how a guest compares with the same
+//! server written natively, as ratios. The `sockbox` binary parses the flags and calls [`run`]
+//! (or [`serve`] for a native baseline); the bench starts its servers as child processes of
+//! that same binary (`sockbox run`, `sockbox bench --serve`), so it runs only inside it.
 //!
 //! A sandbox is only worth its cost if that cost is known, so every figure is measured twice
 //! on this machine, guest and native, with the same client, and reported as a ratio in which
@@ -236,7 +239,7 @@ fn select(options: &BenchOptions, flags: &RunFlags) -> (Vec<&'static Job>, Vec<S
             }
             _ if matches!(job.workload, Workload::OpenIdle) => {
                 // Raised to the hard limit, for this process and the servers it starts.
-                let limit = crate::sandbox::fd_budget().limit;
+                let limit = sockbox::sandbox::fd_budget().limit;
                 (limit < need as u64).then(|| {
                     format!(
                         "needs {need} open descriptors per process; the limit is {limit} \
