@@ -40,7 +40,7 @@ pub use report::{FigureReport, Report, Skipped};
 pub use stats::Better;
 
 use figures::{JOBS, Job, Per, Server, Workload};
-use server::{RunFlags, ServerProcess, ServerSpec};
+use server::{ServerProcess, ServerSpec};
 
 /// Connections held open for `open-10k-s` and `idle-conn-kib` (fewer with `--quick`).
 pub const IDLE_CONNECTIONS: usize = 10_000;
@@ -152,7 +152,6 @@ impl BenchOptions {
 struct Bench<'a> {
     options: &'a BenchOptions,
     exe: PathBuf,
-    flags: RunFlags,
     progress: ProgressBar,
 }
 
@@ -183,13 +182,11 @@ pub async fn run(options: &BenchOptions) -> Result<Report> {
     options.check()?;
     let machine = Machine::here();
     let exe = std::env::current_exe().context("find the sockbox binary to start servers")?;
-    let flags = RunFlags::probe(&exe).await?;
-    let (jobs, skipped) = select(options, &flags);
+    let (jobs, skipped) = select(options);
     let steps: usize = jobs.iter().map(|job| job.servers().len()).sum::<usize>() * options.rounds;
     let bench = Bench {
         options,
         exe,
-        flags,
         progress: progress_bar(options.progress, steps as u64),
     };
     bench.prepare(&jobs).await?;
@@ -220,7 +217,7 @@ pub async fn run(options: &BenchOptions) -> Result<Report> {
 }
 
 /// The jobs yielding the figures asked for, and the figures that cannot run here, with why.
-fn select(options: &BenchOptions, flags: &RunFlags) -> (Vec<&'static Job>, Vec<Skipped>) {
+fn select(options: &BenchOptions) -> (Vec<&'static Job>, Vec<Skipped>) {
     let mut jobs = Vec::new();
     let mut skipped = Vec::new();
     for job in JOBS {
@@ -233,22 +230,15 @@ fn select(options: &BenchOptions, flags: &RunFlags) -> (Vec<&'static Job>, Vec<S
             continue;
         }
         let need = options.connections + SPARE_DESCRIPTORS;
-        let reason = match job.needs_run_flag {
-            Some(flag) if !flags.has(flag) => {
-                Some(format!("`sockbox run` of this build has no {flag} option"))
-            }
-            _ if matches!(job.workload, Workload::OpenIdle) => {
-                // Raised to the hard limit, for this process and the servers it starts.
-                let limit = sockbox::sandbox::fd_budget().limit;
-                (limit < need as u64).then(|| {
-                    format!(
-                        "needs {need} open descriptors per process; the limit is {limit} \
-                         (raise it with `ulimit -n {need}`)"
-                    )
-                })
-            }
-            _ => None,
-        };
+        // Raised to the hard limit, for this process and the servers it starts.
+        let limit = sockbox::sandbox::fd_budget().limit;
+        let reason =
+            (matches!(job.workload, Workload::OpenIdle) && limit < need as u64).then(|| {
+                format!(
+                    "needs {need} open descriptors per process; the limit is {limit} \
+                 (raise it with `ulimit -n {need}`)"
+                )
+            });
         match reason {
             Some(reason) => skipped.extend(wanted.iter().map(|figure| Skipped {
                 name: figure.name.to_string(),
@@ -323,7 +313,7 @@ impl Bench<'_> {
             }
             self.progress
                 .set_message(format!("preparing: {}", spec.label()));
-            ServerProcess::start(&self.exe, &spec, &self.flags)
+            ServerProcess::start(&self.exe, &spec)
                 .await
                 .context("the guest does not start, so nothing can be compared")?;
             seen.push(spec);
@@ -365,8 +355,7 @@ impl Bench<'_> {
     /// Starts a fresh server and runs the job's workload against it once.
     async fn measure(&self, job: &Job, server: Server) -> Result<Sample> {
         let cold = matches!(job.workload, Workload::StartToReady { cold: true });
-        let process =
-            ServerProcess::start(&self.exe, &self.spec(job, server, cold), &self.flags).await?;
+        let process = ServerProcess::start(&self.exe, &self.spec(job, server, cold)).await?;
         let addr = process.addr();
         let phases = self.options.phases;
         let sample = match job.workload {
