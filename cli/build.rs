@@ -1,9 +1,9 @@
-//! Embeds the guest SDK in the `sockbox` binary as text, for `sockbox new` (`src/new.rs`) to
-//! write into each Rust scaffold: a guest then builds wherever the binary is, without this
-//! checkout. Embedded are the SDK's sources, the wire crate and the WIT it builds with, the
-//! workspace manifests its own manifests inherit from, and the guests' Cargo.lock (the versions
-//! the SDK was tested with), by path relative to the repository; the absolute paths below are
-//! read at compile time only.
+//! Embeds the guest SDK in the `sockbox` binary as text, for `sockbox new`
+//! (`src/new/vendor.rs`) to write into each Rust scaffold: a guest then builds wherever the
+//! binary is, without this checkout. Embedded are the SDK's sources, the wire crate and the WIT
+//! it builds with, the workspace manifests its own manifests inherit from, and the guests'
+//! Cargo.lock (the versions the SDK was tested with), by path relative to the repository; the
+//! absolute paths below are read at compile time only.
 
 use std::env;
 use std::fmt::Write as _;
