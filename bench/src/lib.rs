@@ -8,6 +8,7 @@
 //! ≥ 1 always means "the guest is as good as native or better" ([`stats::ratio`]).
 //!
 //! - [`figures`]: what is measured, as one table.
+//! - [`options`]: what a run measures and for how long, checked before anything runs.
 //! - [`server`]: each server in a child process of its own (descriptors, RSS).
 //! - [`native`]: the native baselines, an event loop and a thread per connection.
 //! - [`load`]: the one load generator, closed loops with bounded time.
@@ -22,131 +23,30 @@ mod figures;
 mod load;
 mod machine;
 mod native;
+mod options;
 mod report;
 mod server;
 mod stats;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub use load::Phases;
 pub use machine::Machine;
 pub use native::{NativeKind, Protocol, serve};
+pub use options::{BenchOptions, IDLE_CONNECTIONS, QUICK_CONNECTIONS};
 pub use report::{FigureReport, Report, Skipped};
 pub use stats::Better;
 
 use figures::{JOBS, Job, Per, Server, Workload};
 use server::{ServerProcess, ServerSpec};
 
-/// Connections held open for `open-10k-s` and `idle-conn-kib` (fewer with `--quick`).
-pub const IDLE_CONNECTIONS: usize = 10_000;
-
-/// Connections of `--quick`: a guest's accept path slows down as it holds more connections,
-/// and 10 000 take it minutes, not seconds.
-pub const QUICK_CONNECTIONS: usize = 2_000;
-
 /// Descriptors beyond the connections themselves (listeners, pipes, the runtime).
 const SPARE_DESCRIPTORS: usize = 256;
-
-/// What to run and how long.
-#[derive(Clone, Debug)]
-pub struct BenchOptions {
-    /// Interleaved rounds; the report gives their median and spread.
-    pub rounds: usize,
-    pub phases: Phases,
-    /// The short variant (reported as such).
-    pub quick: bool,
-    /// Only these figures (all when empty).
-    pub only: Vec<String>,
-    /// A component file in place of a built-in guest, by guest name.
-    pub components: BTreeMap<String, PathBuf>,
-    /// Connections opened for `open-10k-s` and `idle-conn-kib`.
-    pub connections: usize,
-    /// Show a progress bar on stderr (when it is a terminal).
-    pub progress: bool,
-}
-
-impl BenchOptions {
-    /// 5 rounds of 0.5 s warm-up and 2 s measurement per figure and server.
-    pub fn standard() -> BenchOptions {
-        BenchOptions {
-            rounds: 5,
-            phases: Phases {
-                warmup: Duration::from_millis(500),
-                measure: Duration::from_secs(2),
-            },
-            quick: false,
-            only: Vec::new(),
-            components: BTreeMap::new(),
-            connections: IDLE_CONNECTIONS,
-            progress: true,
-        }
-    }
-
-    /// 3 rounds of 50 ms warm-up and 200 ms measurement, 2 000 connections instead of
-    /// 10 000: under a minute on 2 cores.
-    pub fn quick() -> BenchOptions {
-        BenchOptions {
-            rounds: 3,
-            phases: Phases {
-                warmup: Duration::from_millis(50),
-                measure: Duration::from_millis(200),
-            },
-            quick: true,
-            connections: QUICK_CONNECTIONS,
-            ..BenchOptions::standard()
-        }
-    }
-
-    /// Measures for `measure` per figure and server, after a quarter of that as warm-up.
-    pub fn measuring(mut self, measure: Duration) -> BenchOptions {
-        self.phases = Phases {
-            warmup: measure / 4,
-            measure,
-        };
-        self
-    }
-
-    /// Unknown figure or guest names, missing files, zero rounds: said before anything runs.
-    pub fn check(&self) -> Result<()> {
-        let known: Vec<_> = figures::names().collect();
-        for name in &self.only {
-            if !known.contains(&name.as_str()) {
-                bail!("no figure named `{name}` (figures: {})", known.join(", "));
-            }
-        }
-        let guests = figures::guests();
-        for (name, path) in &self.components {
-            if !guests.contains(&name.as_str()) {
-                bail!(
-                    "--component {name}=...: no figure runs a guest named `{name}` (guests: {})",
-                    guests.join(", ")
-                );
-            }
-            if !path.is_file() {
-                bail!("--component {name}={}: no such file", path.display());
-            }
-        }
-        if self.rounds == 0 {
-            bail!("--rounds must be at least 1");
-        }
-        if self.phases.measure.is_zero() {
-            bail!("--duration-ms must be at least 1");
-        }
-        if self.connections == 0 {
-            bail!("--connections must be at least 1");
-        }
-        Ok(())
-    }
-
-    fn wants(&self, figure: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|name| name == figure)
-    }
-}
 
 /// Everything one measurement needs to know.
 struct Bench<'a> {
