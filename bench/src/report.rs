@@ -442,7 +442,7 @@ fn latency(f: &FigureReport, side: fn(&BySide<Option<f64>>) -> Option<f64>) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::figures::JOBS;
+    use crate::figures::JOBS;
 
     fn tally(values: &[f64], p50: &[f64], failures: u64) -> Option<Tally> {
         Some(Tally {

@@ -7,10 +7,9 @@
 //! child is killed when its [`ServerProcess`] is dropped, and on Linux also when the bench
 //! process dies, so no server outlives a bench.
 
-use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -59,39 +58,6 @@ impl ServerSpec {
     }
 }
 
-/// What `sockbox run` of this binary supports, read from its `--help` once per bench: options
-/// are still being added, and the bench adapts instead of failing on an unknown flag.
-#[derive(Clone, Debug, Default)]
-pub struct RunFlags {
-    help: String,
-}
-
-impl RunFlags {
-    pub async fn probe(exe: &Path) -> Result<RunFlags> {
-        let help = tokio::time::timeout(
-            Duration::from_secs(30),
-            tokio::process::Command::new(exe)
-                .args(["run", "--help"])
-                .stdin(Stdio::null())
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .context("`sockbox run --help` did not answer in 30 s")?
-        .context("run `sockbox run --help`")?;
-        Ok(RunFlags {
-            help: String::from_utf8_lossy(&help.stdout).into_owned(),
-        })
-    }
-
-    /// Whether `sockbox run` has the option `flag` (e.g. `--instances`).
-    pub fn has(&self, flag: &str) -> bool {
-        self.help
-            .split(|c: char| !(c.is_alphanumeric() || c == '-'))
-            .any(|word| word == flag)
-    }
-}
-
 /// A cap above any descriptor limit: the process's descriptor budget is what bounds it.
 const UNLIMITED: &str = "1000000";
 
@@ -104,15 +70,12 @@ pub struct ServerProcess {
     start_to_ready: Duration,
     stderr: Arc<Mutex<Vec<u8>>>,
     stderr_reader: Option<JoinHandle<()>>,
-    /// An empty compile cache for a cold start, removed after the server.
-    scratch: Option<ScratchDir>,
 }
 
 impl ServerProcess {
     /// Spawns the server from `exe` (this binary) and waits for its `ready` line.
-    pub async fn start(exe: &Path, spec: &ServerSpec, flags: &RunFlags) -> Result<ServerProcess> {
+    pub async fn start(exe: &Path, spec: &ServerSpec) -> Result<ServerProcess> {
         let mut command = Command::new(exe);
-        let mut scratch = None;
         let loopback = "127.0.0.1:0";
         match spec {
             ServerSpec::Guest {
@@ -126,15 +89,9 @@ impl ServerProcess {
                 command.args(args);
                 // The bench measures speed, not limits: the guest may hold as many clients
                 // as the process's descriptors allow (10 000 idle ones for open-10k-s).
-                if flags.has("--max-sockets") {
-                    command.args(["--max-connections", UNLIMITED, "--max-sockets", UNLIMITED]);
-                }
-                if *cold && flags.has("--no-cache") {
+                command.args(["--max-connections", UNLIMITED, "--max-sockets", UNLIMITED]);
+                if *cold {
                     command.arg("--no-cache");
-                } else if *cold {
-                    let dir = ScratchDir::new()?;
-                    command.env("SOCKBOX_CACHE_DIR", OsString::from(&dir.0));
-                    scratch = Some(dir);
                 }
                 command.stdin(Stdio::null());
             }
@@ -163,7 +120,6 @@ impl ServerProcess {
             start_to_ready: Duration::ZERO,
             stderr,
             stderr_reader: Some(stderr_reader),
-            scratch,
         };
 
         let ready = tokio::time::timeout(READY_PATIENCE, watch_ready(stdout)).await;
@@ -232,7 +188,6 @@ impl ServerProcess {
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.stop();
-        self.scratch = None;
     }
 }
 
@@ -311,42 +266,9 @@ fn die_with_parent(command: &mut Command) {
 #[cfg(not(target_os = "linux"))]
 fn die_with_parent(_command: &mut Command) {}
 
-/// A fresh empty directory, removed on drop.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new() -> Result<ScratchDir> {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("sockbox-bench-cache-{}-{n}", std::process::id()));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("clear {}", dir.display()))?;
-        }
-        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        Ok(ScratchDir(dir))
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn run_flags_are_whole_words_of_the_help() {
-        let flags = RunFlags {
-            help: "      --instances <N|auto>  Run N instances\n      --no-cache  Do not".into(),
-        };
-        assert!(flags.has("--instances") && flags.has("--no-cache"));
-        assert!(!flags.has("--no") && !flags.has("--max-busy"));
-    }
 
     #[test]
     fn ready_lines_parse() {
@@ -361,15 +283,5 @@ mod tests {
         assert_eq!(parse_ready("ready tcp"), None);
         assert_eq!(parse_ready("hello ready tcp 127.0.0.1:1"), None);
         assert_eq!(parse_ready("ready sctp 127.0.0.1:1"), None);
-    }
-
-    #[test]
-    fn scratch_dirs_are_fresh_and_removed() {
-        let dir = ScratchDir::new().unwrap();
-        let path = dir.0.clone();
-        assert!(path.is_dir());
-        assert_eq!(std::fs::read_dir(&path).unwrap().count(), 0);
-        drop(dir);
-        assert!(!path.exists());
     }
 }

@@ -1,5 +1,7 @@
-//! Argument parsing and the subcommands. Exit status: 0 clean, 1 guest failure,
-//! 2 usage/policy/load error (nothing ran), 3 `--fail-on-denial` and a denial happened.
+//! The `sockbox` command line: parses arguments and hands each subcommand to the library
+//! (`sockbox`) or the bench (`sockbox-bench`); see `sockbox --help` and docs/contract.md.
+//! Exit status: 0 clean, 1 guest failure, 2 usage/policy/load error (nothing ran),
+//! 3 `--fail-on-denial` and a denial happened.
 
 mod bench;
 mod build;
@@ -15,6 +17,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+
+// wasi:io `poll` allocates a future and an index list per pollable on every call; under many
+// clients glibc's malloc and free were a third of the host's time (see docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Run untrusted socket servers as WebAssembly components, with exactly the network they are granted.
 #[derive(Parser, Debug)]
@@ -61,7 +68,16 @@ impl Failure {
     }
 }
 
-pub fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // With RUST_BACKTRACE set, every error value (each client reset a guest reads about)
+    // captures the host's stack, which sockbox never shows outside SOCKBOX_LOG=debug: turn
+    // that capture off for errors; panics keep their backtraces (RUST_BACKTRACE governs them).
+    let debug =
+        std::env::var("SOCKBOX_LOG").is_ok_and(|f| f.contains("debug") || f.contains("trace"));
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() && !debug {
+        // SAFETY: the first thing main does; no other thread exists yet to read the environment.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
     let cli = Cli::parse();
     // Logs go to stderr; stdout carries only `ready` lines and the guest's own output.
     tracing_subscriber::fmt()

@@ -498,7 +498,7 @@ fn pattern(n: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::native::{self, NativeKind, Protocol};
+    use crate::native::{self, NativeKind, Protocol};
 
     const PHASES: Phases = Phases {
         warmup: Duration::from_millis(20),

@@ -113,8 +113,8 @@ fn points(sweep: &[&FigureReport], value: fn(&FigureReport) -> Option<f64>) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::figures::JOBS;
-    use crate::bench::{BenchOptions, Machine, Tally};
+    use crate::figures::JOBS;
+    use crate::{BenchOptions, Machine, Tally};
 
     fn tally(value: f64) -> Option<Tally> {
         Some(Tally {

@@ -53,8 +53,6 @@ pub struct Job {
     pub proto: Protocol,
     /// Extra `sockbox run` options for the guest.
     pub guest_args: &'static [&'static str],
-    /// A `sockbox run` option the job needs; without it, the job is skipped with a note.
-    pub needs_run_flag: Option<&'static str>,
     /// The native server the ratio is taken against.
     pub baseline: NativeKind,
     /// Also measure native-threads (shown beside the ratio, not in it).
@@ -71,7 +69,6 @@ const fn job(figures: &'static [FigureDef], workload: Workload, proto: Protocol)
         workload,
         proto,
         guest_args: &[],
-        needs_run_flag: None,
         baseline: NativeKind::Evloop,
         with_threads: false,
     }
@@ -108,7 +105,6 @@ pub const JOBS: &[Job] = &[
     // Two guest instances on one address against a thread per connection: both use every core.
     Job {
         guest_args: &["--instances", "2"],
-        needs_run_flag: Some("--instances"),
         baseline: NativeKind::Threads,
         with_threads: false,
         ..rr(&[fig("tcp-rr-64-x2", RTS, Better::Higher)], 64)

@@ -1,10 +1,14 @@
-//! `sockbox bench`: how a guest compares with the same server written natively, as ratios.
+//! sockbox-bench: the measurements behind `sockbox bench`, how a guest compares with the same
+//! server written natively, as ratios. The `sockbox` binary parses the flags and calls [`run`]
+//! (or [`serve`] for a native baseline); the bench starts its servers as child processes of
+//! that same binary (`sockbox run`, `sockbox bench --serve`), so it runs only inside it.
 //!
 //! A sandbox is only worth its cost if that cost is known, so every figure is measured twice
 //! on this machine, guest and native, with the same client, and reported as a ratio in which
 //! ≥ 1 always means "the guest is as good as native or better" ([`stats::ratio`]).
 //!
 //! - [`figures`]: what is measured, as one table.
+//! - [`options`]: what a run measures and for how long, checked before anything runs.
 //! - [`server`]: each server in a child process of its own (descriptors, RSS).
 //! - [`native`]: the native baselines, an event loop and a thread per connection.
 //! - [`load`]: the one load generator, closed loops with bounded time.
@@ -19,137 +23,35 @@ mod figures;
 mod load;
 mod machine;
 mod native;
+mod options;
 mod report;
 mod server;
 mod stats;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub use load::Phases;
 pub use machine::Machine;
 pub use native::{NativeKind, Protocol, serve};
+pub use options::{BenchOptions, IDLE_CONNECTIONS, QUICK_CONNECTIONS};
 pub use report::{FigureReport, Report, Skipped};
 pub use stats::Better;
 
 use figures::{JOBS, Job, Per, Server, Workload};
-use server::{RunFlags, ServerProcess, ServerSpec};
-
-/// Connections held open for `open-10k-s` and `idle-conn-kib` (fewer with `--quick`).
-pub const IDLE_CONNECTIONS: usize = 10_000;
-
-/// Connections of `--quick`: a guest's accept path slows down as it holds more connections,
-/// and 10 000 take it minutes, not seconds.
-pub const QUICK_CONNECTIONS: usize = 2_000;
+use server::{ServerProcess, ServerSpec};
 
 /// Descriptors beyond the connections themselves (listeners, pipes, the runtime).
 const SPARE_DESCRIPTORS: usize = 256;
-
-/// What to run and how long.
-#[derive(Clone, Debug)]
-pub struct BenchOptions {
-    /// Interleaved rounds; the report gives their median and spread.
-    pub rounds: usize,
-    pub phases: Phases,
-    /// The short variant (reported as such).
-    pub quick: bool,
-    /// Only these figures (all when empty).
-    pub only: Vec<String>,
-    /// A component file in place of a built-in guest, by guest name.
-    pub components: BTreeMap<String, PathBuf>,
-    /// Connections opened for `open-10k-s` and `idle-conn-kib`.
-    pub connections: usize,
-    /// Show a progress bar on stderr (when it is a terminal).
-    pub progress: bool,
-}
-
-impl BenchOptions {
-    /// 5 rounds of 0.5 s warm-up and 2 s measurement per figure and server.
-    pub fn standard() -> BenchOptions {
-        BenchOptions {
-            rounds: 5,
-            phases: Phases {
-                warmup: Duration::from_millis(500),
-                measure: Duration::from_secs(2),
-            },
-            quick: false,
-            only: Vec::new(),
-            components: BTreeMap::new(),
-            connections: IDLE_CONNECTIONS,
-            progress: true,
-        }
-    }
-
-    /// 3 rounds of 50 ms warm-up and 200 ms measurement, 2 000 connections instead of
-    /// 10 000: under a minute on 2 cores.
-    pub fn quick() -> BenchOptions {
-        BenchOptions {
-            rounds: 3,
-            phases: Phases {
-                warmup: Duration::from_millis(50),
-                measure: Duration::from_millis(200),
-            },
-            quick: true,
-            connections: QUICK_CONNECTIONS,
-            ..BenchOptions::standard()
-        }
-    }
-
-    /// Measures for `measure` per figure and server, after a quarter of that as warm-up.
-    pub fn measuring(mut self, measure: Duration) -> BenchOptions {
-        self.phases = Phases {
-            warmup: measure / 4,
-            measure,
-        };
-        self
-    }
-
-    /// Unknown figure or guest names, missing files, zero rounds: said before anything runs.
-    pub fn check(&self) -> Result<()> {
-        let known: Vec<_> = figures::names().collect();
-        for name in &self.only {
-            if !known.contains(&name.as_str()) {
-                bail!("no figure named `{name}` (figures: {})", known.join(", "));
-            }
-        }
-        let guests = figures::guests();
-        for (name, path) in &self.components {
-            if !guests.contains(&name.as_str()) {
-                bail!(
-                    "--component {name}=...: no figure runs a guest named `{name}` (guests: {})",
-                    guests.join(", ")
-                );
-            }
-            if !path.is_file() {
-                bail!("--component {name}={}: no such file", path.display());
-            }
-        }
-        if self.rounds == 0 {
-            bail!("--rounds must be at least 1");
-        }
-        if self.phases.measure.is_zero() {
-            bail!("--duration-ms must be at least 1");
-        }
-        if self.connections == 0 {
-            bail!("--connections must be at least 1");
-        }
-        Ok(())
-    }
-
-    fn wants(&self, figure: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|name| name == figure)
-    }
-}
 
 /// Everything one measurement needs to know.
 struct Bench<'a> {
     options: &'a BenchOptions,
     exe: PathBuf,
-    flags: RunFlags,
     progress: ProgressBar,
 }
 
@@ -180,13 +82,11 @@ pub async fn run(options: &BenchOptions) -> Result<Report> {
     options.check()?;
     let machine = Machine::here();
     let exe = std::env::current_exe().context("find the sockbox binary to start servers")?;
-    let flags = RunFlags::probe(&exe).await?;
-    let (jobs, skipped) = select(options, &flags);
+    let (jobs, skipped) = select(options);
     let steps: usize = jobs.iter().map(|job| job.servers().len()).sum::<usize>() * options.rounds;
     let bench = Bench {
         options,
         exe,
-        flags,
         progress: progress_bar(options.progress, steps as u64),
     };
     bench.prepare(&jobs).await?;
@@ -217,7 +117,7 @@ pub async fn run(options: &BenchOptions) -> Result<Report> {
 }
 
 /// The jobs yielding the figures asked for, and the figures that cannot run here, with why.
-fn select(options: &BenchOptions, flags: &RunFlags) -> (Vec<&'static Job>, Vec<Skipped>) {
+fn select(options: &BenchOptions) -> (Vec<&'static Job>, Vec<Skipped>) {
     let mut jobs = Vec::new();
     let mut skipped = Vec::new();
     for job in JOBS {
@@ -230,22 +130,15 @@ fn select(options: &BenchOptions, flags: &RunFlags) -> (Vec<&'static Job>, Vec<S
             continue;
         }
         let need = options.connections + SPARE_DESCRIPTORS;
-        let reason = match job.needs_run_flag {
-            Some(flag) if !flags.has(flag) => {
-                Some(format!("`sockbox run` of this build has no {flag} option"))
-            }
-            _ if matches!(job.workload, Workload::OpenIdle) => {
-                // Raised to the hard limit, for this process and the servers it starts.
-                let limit = crate::sandbox::fd_budget().limit;
-                (limit < need as u64).then(|| {
-                    format!(
-                        "needs {need} open descriptors per process; the limit is {limit} \
-                         (raise it with `ulimit -n {need}`)"
-                    )
-                })
-            }
-            _ => None,
-        };
+        // Raised to the hard limit, for this process and the servers it starts.
+        let limit = sockbox::sandbox::fd_budget().limit;
+        let reason =
+            (matches!(job.workload, Workload::OpenIdle) && limit < need as u64).then(|| {
+                format!(
+                    "needs {need} open descriptors per process; the limit is {limit} \
+                 (raise it with `ulimit -n {need}`)"
+                )
+            });
         match reason {
             Some(reason) => skipped.extend(wanted.iter().map(|figure| Skipped {
                 name: figure.name.to_string(),
@@ -320,7 +213,7 @@ impl Bench<'_> {
             }
             self.progress
                 .set_message(format!("preparing: {}", spec.label()));
-            ServerProcess::start(&self.exe, &spec, &self.flags)
+            ServerProcess::start(&self.exe, &spec)
                 .await
                 .context("the guest does not start, so nothing can be compared")?;
             seen.push(spec);
@@ -362,8 +255,7 @@ impl Bench<'_> {
     /// Starts a fresh server and runs the job's workload against it once.
     async fn measure(&self, job: &Job, server: Server) -> Result<Sample> {
         let cold = matches!(job.workload, Workload::StartToReady { cold: true });
-        let process =
-            ServerProcess::start(&self.exe, &self.spec(job, server, cold), &self.flags).await?;
+        let process = ServerProcess::start(&self.exe, &self.spec(job, server, cold)).await?;
         let addr = process.addr();
         let phases = self.options.phases;
         let sample = match job.workload {

@@ -1,5 +1,5 @@
 //! `sockbox bench`: guest against native figures, as ratios. Argument parsing only; the bench
-//! itself is `sockbox::bench`.
+//! itself is the `sockbox-bench` crate.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -11,7 +11,7 @@ use anyhow::anyhow;
 use clap::Args;
 
 use super::Failure;
-use sockbox::bench::{self, BenchOptions, NativeKind, Protocol};
+use sockbox_bench::{self as bench, BenchOptions, NativeKind, Protocol};
 
 /// How the figures are made and read, after the options in `--help`.
 const ABOUT_FIGURES: &str = "\
