@@ -94,15 +94,15 @@ pub fn receive_calls(target: &str) -> Result<String, String> {
         .map_err(|_| format!("not milliseconds: {millis}"))?;
     let wasi_err = |e: wasip2::sockets::network::ErrorCode| format!("{e:?}");
     let network = instance_network();
-    let socket = wasip2::sockets::udp_create_socket::create_udp_socket(crate::wasi::family(addr))
+    let socket = wasip2::sockets::udp_create_socket::create_udp_socket(sockbox_guest::net::addr::family(addr))
         .map_err(wasi_err)?;
     socket
-        .start_bind(&network, crate::wasi::to_wasi(addr))
+        .start_bind(&network, sockbox_guest::net::addr::to_wasi(addr))
         .map_err(wasi_err)?;
     socket.finish_bind().map_err(wasi_err)?;
     // Room for a few hundred small datagrams (the kernel caps it at its maximum).
     let _ = socket.set_receive_buffer_size(4 << 20);
-    let local = crate::wasi::from_wasi(socket.local_address().map_err(wasi_err)?);
+    let local = sockbox_guest::net::addr::from_wasi(socket.local_address().map_err(wasi_err)?);
     println!("BOUND {}", local.port());
     std::io::stdout().flush().map_err(describe)?;
     std::thread::sleep(Duration::from_millis(millis));
@@ -111,7 +111,7 @@ pub fn receive_calls(target: &str) -> Result<String, String> {
     for empty in 0..100_000 {
         let datagrams = incoming.receive(16).map_err(wasi_err)?;
         if let Some(first) = datagrams.first() {
-            let from = crate::wasi::from_wasi(first.remote_address);
+            let from = sockbox_guest::net::addr::from_wasi(first.remote_address);
             result = Ok(format!("{empty} empty calls, then one from {from}"));
             break;
         }
