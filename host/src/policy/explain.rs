@@ -10,7 +10,8 @@ use anyhow::{Result, anyhow};
 
 use super::Policy;
 use super::gate::{DEFAULT_ACCEPT, DEFAULT_UDP_RECV};
-use super::rule::{Decision, NamePattern, Use, suggest_grant};
+use super::pattern::NamePattern;
+use super::rule::{Decision, Use, suggest_grant};
 
 /// The answer to one question, printable as one line.
 #[derive(Clone, Debug, PartialEq, Eq)]

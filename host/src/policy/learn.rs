@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use super::rule::{is_implicit_bind_addr, normalise_name};
+use super::pattern::normalise_name;
+use super::rule::is_implicit_bind_addr;
 use super::{Policy, Use};
 use crate::audit::AuditEvent;
 

@@ -14,7 +14,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::backoff::RestartSettings;
-use crate::policy::{AddrPattern, LimitsSection, Policy, PolicySection, Use, parse_millis};
+use crate::policy::{
+    AddrPattern, LimitsSection, Policy, PolicySection, Use, line_of, parse_millis, toml_error,
+};
 use crate::sandbox::{GuestSource, Transport, overlaps};
 
 /// Most instances one guest may ask for (as `run --instances`).
@@ -118,16 +120,7 @@ impl Manifest {
     /// Parses manifest TOML; `file_name` names it in errors, `base` anchors relative paths.
     pub fn parse(text: &str, file_name: &str, base: &Path) -> Result<Manifest> {
         let at = |offset: usize| format!("{file_name}:{}", line_of(text, offset));
-        let raw: RawManifest = toml::from_str(text).map_err(|e| {
-            let message = e
-                .message()
-                .trim_end()
-                .replace("expected a sequence", "expected a list, e.g. [\"...\"]");
-            match e.span() {
-                Some(span) => anyhow!("{}: {message}", at(span.start)),
-                None => anyhow!("{file_name}: {message}"),
-            }
-        })?;
+        let raw: RawManifest = toml::from_str(text).map_err(|e| toml_error(&e, text, file_name))?;
 
         let settings = match &raw.supervisor {
             Some(section) => parse_settings(section, &at)?,
@@ -357,16 +350,6 @@ fn parse_settings(raw: &RawSupervisor, at: &dyn Fn(usize) -> String) -> Result<R
         );
     }
     Ok(settings)
-}
-
-/// 1-based line of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
-    let offset = offset.min(text.len());
-    text.as_bytes()[..offset]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
 }
 
 #[derive(Deserialize, Debug)]
