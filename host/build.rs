@@ -163,7 +163,11 @@ fn text_entries(base: &Path, files: &[PathBuf]) -> String {
             .strip_prefix(base)
             .unwrap()
             .components()
-            .map(|c| c.as_os_str().to_str().expect("a UTF-8 path in an embedded file"))
+            .map(|c| {
+                c.as_os_str()
+                    .to_str()
+                    .expect("a UTF-8 path in an embedded file")
+            })
             .collect();
         writeln!(
             code,

@@ -30,13 +30,19 @@ const WORLD: &str = "sockbox:guest/server";
 const WIT: &[(&str, &str)] = &[
     ("world.wit", include_str!("../../../wit/world.wit")),
     ("deps/cli.wit", include_str!("../../../wit/deps/cli.wit")),
-    ("deps/clocks.wit", include_str!("../../../wit/deps/clocks.wit")),
+    (
+        "deps/clocks.wit",
+        include_str!("../../../wit/deps/clocks.wit"),
+    ),
     (
         "deps/filesystem.wit",
         include_str!("../../../wit/deps/filesystem.wit"),
     ),
     ("deps/io.wit", include_str!("../../../wit/deps/io.wit")),
-    ("deps/random.wit", include_str!("../../../wit/deps/random.wit")),
+    (
+        "deps/random.wit",
+        include_str!("../../../wit/deps/random.wit"),
+    ),
     (
         "deps/sockets.wit",
         include_str!("../../../wit/deps/sockets.wit"),
