@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use sockbox::{GuestExit, Policy, Sandbox};
 
 use crate::escape::{Attempted, hostile_results};
+use crate::limits::hostile;
 use crate::support::{Cli, PATIENCE, component_file, policy, temp_dir, test_guest};
 
 /// Runs `wat` as a component under `policy` to its end.
@@ -318,19 +319,6 @@ fn lingering_closes_count_against_max_sockets_and_the_host_descriptors() {
     assert!(held < 40, "sockbox holds {held} descriptors");
     drop(cli);
     assert_eq!(decoy.finish(), 8);
-}
-
-async fn hostile(policy: Policy, attempts: &[&str]) -> (Vec<Attempted>, Vec<sockbox::AuditEvent>) {
-    let mut guest = Sandbox::builder(test_guest("hostile"))
-        .policy(policy)
-        .args(attempts.iter().copied())
-        .capture_output(true)
-        .start()
-        .await
-        .expect("hostile starts");
-    let exit = guest.finish(4 * PATIENCE).await;
-    assert!(exit.is_clean(), "hostile {exit}\n{}", guest.stderr());
-    (hostile_results(&guest.stdout()), guest.decisions())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,6 +51,7 @@ impl AuditLog {
         })
     }
 
+    /// Appends `ev` as one line, rotating the file first if the line would pass its bound.
     pub fn write(&self, ev: &AuditEvent) -> io::Result<()> {
         let mut line = ev.to_json_line();
         line.push('\n');

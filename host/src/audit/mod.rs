@@ -25,7 +25,9 @@ pub use log::{AuditLog, DEFAULT_AUDIT_MAX_SIZE};
 #[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
+    /// The use was allowed.
     Allow,
+    /// The use was denied (or refused by a limit).
     Deny,
 }
 
@@ -34,11 +36,14 @@ pub enum Decision {
 pub struct AuditEvent {
     /// RFC 3339, UTC.
     pub ts: String,
+    /// The guest's name (its instance name under `up`), made safe for a log line.
     pub guest: String,
     #[serde(rename = "use")]
+    /// The use (`tcp-connect`, ...), or `tcp-create`/`udp-create`, or `denials-suppressed`.
     pub use_: String,
     /// `ip:port`, or the name for `dns`.
     pub addr: String,
+    /// Whether the use was allowed.
     pub decision: Decision,
     /// The matched rule as the user wrote it, or a `default: ...` explanation; null if denied.
     pub rule: Option<String>,
@@ -49,6 +54,7 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
+    /// An event stamped now for `use_` of `addr`, allowed or denied by `rule`.
     pub fn new(
         guest: impl Into<String>,
         use_: Use,
@@ -64,6 +70,7 @@ impl AuditEvent {
         AuditEvent::now(guest.into(), use_.as_str(), addr, decision, rule)
     }
 
+    /// The event of one gate verdict (keeping the address a grant for it would name).
     pub fn from_verdict(guest: impl Into<String>, v: &Verdict) -> AuditEvent {
         let mut event = AuditEvent::new(guest, v.use_, v.addr, v.allowed, v.rule.clone());
         event.grant_target = (v.grant_addr != v.addr).then(|| v.grant_addr.to_string());
@@ -106,6 +113,7 @@ impl AuditEvent {
         self.rule.as_deref()?.strip_prefix(LIMIT_PREFIX)
     }
 
+    /// Whether the use was allowed.
     pub fn allowed(&self) -> bool {
         self.decision == Decision::Allow
     }

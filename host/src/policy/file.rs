@@ -31,6 +31,7 @@ pub struct Policy {
     pub udp: Vec<SocketAddr>,
     /// Names the sandbox answers itself, folded (lowercase, no trailing dot).
     pub dns_map: BTreeMap<String, Vec<IpAddr>>,
+    /// Resource limits (memory, connections, busy time, sockets).
     pub limits: Limits,
 }
 
@@ -307,14 +308,19 @@ fn parse_limits(raw: &LimitsSection, at: &dyn Fn(usize) -> String) -> Result<Lim
 #[serde(deny_unknown_fields)]
 pub struct PolicySection {
     #[serde(default)]
+    /// `listen = ["ip:port", ...]`: TCP listen grants.
     pub listen: Vec<Spanned<String>>,
     #[serde(default)]
+    /// `udp = ["ip:port", ...]`: UDP bind grants.
     pub udp: Vec<Spanned<String>>,
     #[serde(default)]
+    /// `allow = ["USE=PATTERN", ...]`: every other grant.
     pub allow: Vec<Spanned<String>>,
     #[serde(default, rename = "dns-map")]
+    /// `[dns-map]`: names answered with fixed addresses.
     pub dns_map: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
     #[serde(default)]
+    /// `[limits]`.
     pub limits: Option<LimitsSection>,
 }
 
@@ -322,9 +328,13 @@ pub struct PolicySection {
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LimitsSection {
+    /// `max-memory`: a size (`"64MiB"`) or a number of bytes.
     pub max_memory: Option<Spanned<toml::Value>>,
+    /// `max-connections`: a whole number.
     pub max_connections: Option<Spanned<toml::Value>>,
+    /// `max-busy`: milliseconds, or a duration (`"500ms"`).
     pub max_busy: Option<Spanned<toml::Value>>,
+    /// `max-sockets`: a whole number.
     pub max_sockets: Option<Spanned<toml::Value>>,
 }
 

@@ -40,21 +40,32 @@ pub const IMPLICIT_UDP_BIND: &str = "default: implicit bind before udp-send";
 /// onto this so the policy does not depend on wasmtime).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SocketOp {
+    /// A bind of a TCP socket (explicit, or the implicit one before a connect).
     TcpBind,
+    /// A listen, on the socket's actual local address.
     TcpListen,
+    /// A client accepted by a listener, by the client's address.
     TcpAccept,
+    /// A connect, by its destination.
     TcpConnect,
+    /// A bind of a UDP socket (explicit, or the implicit one before a send).
     UdpBind,
+    /// A datagram sent, by its destination.
     UdpSend,
+    /// A datagram received, by its sender.
     UdpReceive,
 }
 
 /// One decision of the gate, under the use it is reported as (audit line, denial message).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {
+    /// The use the decision is reported as.
     pub use_: Use,
+    /// The address judged.
     pub addr: SocketAddr,
+    /// Whether the operation may go ahead.
     pub allowed: bool,
+    /// The rule that allowed it (as the user wrote it, or a `default: ...`); `None` if denied.
     pub rule: Option<String>,
     /// The wildcard, port-0 bind wasmtime-wasi checks before a connect or send from an
     /// unbound socket. When allowed it is noise in an audit log; when denied, the message
@@ -78,6 +89,7 @@ pub struct Gate {
 }
 
 impl Gate {
+    /// The gate of one guest under `policy`.
     pub fn new(policy: Policy) -> Gate {
         Gate {
             policy,
@@ -95,6 +107,7 @@ impl Gate {
         self.udp_peers.load(Ordering::Relaxed)
     }
 
+    /// The policy this gate applies.
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
@@ -189,35 +202,30 @@ impl Gate {
                 v
             }
             SocketOp::UdpSend => {
-                let mut c = socket.lock();
-                let mut d = p.decide(Use::UdpSend, addr);
-                if !d.allowed && c.peers.contains(addr, now, &socket.guest_peers) {
-                    d = Decision::allow(REPLY_SEND);
-                }
-                let repeat = d.allowed
-                    && c.peers
-                        .touch(addr, Direction::Send, now, &socket.guest_peers);
+                let (d, repeat) = socket.exchange(addr, Direction::Send, now, REPLY_SEND, |_| {
+                    p.decide(Use::UdpSend, addr)
+                });
                 Verdict {
                     repeat,
                     ..verdict(Use::UdpSend, d)
                 }
             }
             SocketOp::UdpReceive => {
-                let mut c = socket.lock();
-                let mut d = match c.role {
-                    // A UDP server the user granted a bind for is meant to hear from anyone,
-                    // as a TCP listener accepts anyone, unless udp-recv rules say whom.
-                    UdpRole::Server if p.has_rule(Use::UdpRecv) => p.decide(Use::UdpRecv, addr),
-                    UdpRole::Server => Decision::allow(DEFAULT_UDP_RECV),
-                    // A socket bound only to send hears its own peers and nobody else.
-                    UdpRole::Client | UdpRole::Unbound => Decision::deny(),
-                };
-                if !d.allowed && c.peers.contains(addr, now, &socket.guest_peers) {
-                    d = Decision::allow(REPLY_RECV);
-                }
-                let repeat = d.allowed
-                    && c.peers
-                        .touch(addr, Direction::Receive, now, &socket.guest_peers);
+                let (d, repeat) = socket.exchange(
+                    addr,
+                    Direction::Receive,
+                    now,
+                    REPLY_RECV,
+                    |role| match role {
+                        // A UDP server the user granted a bind for is meant to hear from
+                        // anyone, as a TCP listener accepts anyone, unless udp-recv rules say
+                        // whom.
+                        UdpRole::Server if p.has_rule(Use::UdpRecv) => p.decide(Use::UdpRecv, addr),
+                        UdpRole::Server => Decision::allow(DEFAULT_UDP_RECV),
+                        // A socket bound only to send hears its own peers and nobody else.
+                        UdpRole::Client | UdpRole::Unbound => Decision::deny(),
+                    },
+                );
                 Verdict {
                     repeat,
                     ..verdict(Use::UdpRecv, d)

@@ -34,8 +34,11 @@ pub fn permissive_loopback() -> Policy {
 /// The policy a run needed, ready to print as TOML.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct LearnedPolicy {
+    /// Addresses to grant with `listen`.
     pub listen: Vec<String>,
+    /// Addresses to grant with `udp`.
     pub udp: Vec<String>,
+    /// Every other grant, as `USE=PATTERN`.
     pub allow: Vec<String>,
     /// Operations that were denied even under the learning grants (outside loopback, names).
     pub denied: Vec<String>,

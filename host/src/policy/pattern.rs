@@ -14,24 +14,30 @@ use ipnet::IpNet;
 /// ephemeral port, which is why it is kept as a real value instead of meaning "any".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortRange {
+    /// The lowest port covered.
     pub lo: u16,
+    /// The highest port covered.
     pub hi: u16,
 }
 
 impl PortRange {
+    /// Every port, port 0 included (`*`, or no port written).
     pub const ANY: PortRange = PortRange {
         lo: 0,
         hi: u16::MAX,
     };
 
+    /// Just `port` (port 0: only the OS-chosen port).
     pub fn single(port: u16) -> PortRange {
         PortRange { lo: port, hi: port }
     }
 
+    /// Whether `port` is in the range.
     pub fn contains(self, port: u16) -> bool {
         self.lo <= port && port <= self.hi
     }
 
+    /// Whether this is every port.
     pub fn is_any(self) -> bool {
         self == PortRange::ANY
     }
@@ -94,10 +100,12 @@ impl AddrPattern {
         }
     }
 
+    /// The network the pattern covers.
     pub fn net(&self) -> IpNet {
         self.net
     }
 
+    /// The ports the pattern covers.
     pub fn ports(&self) -> PortRange {
         self.ports
     }
@@ -136,6 +144,8 @@ impl AddrPattern {
         self.matches_ip(addr.ip()) && (self.grants_ephemeral() || self.ports.contains(addr.port()))
     }
 
+    /// Parses `ip:port`, `[v6]:port`, `net/prefix:ports`, with ports `N`, `N-M` or `*` (or none:
+    /// every port); says what is wrong otherwise.
     pub fn parse(s: &str) -> Result<AddrPattern> {
         let s = s.trim();
         if s.is_empty() {
@@ -229,11 +239,14 @@ impl fmt::Display for AddrPattern {
 /// A DNS name pattern: one name, or every name strictly below a suffix (`*.test`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NamePattern {
+    /// Exactly this name (folded).
     Exact(String),
+    /// Every name strictly below this suffix (`*.test` covers `db.test`, not `test`).
     Below(String),
 }
 
 impl NamePattern {
+    /// Parses `name` or `*.suffix`; a lone `*` and address-like names are refused.
     pub fn parse(s: &str) -> Result<NamePattern> {
         let s = s.trim();
         if let Some(suffix) = s.strip_prefix("*.") {
@@ -245,6 +258,7 @@ impl NamePattern {
         Ok(NamePattern::Exact(normalise_name(s)?))
     }
 
+    /// Whether `name` (compared folded: lower case, no trailing dot) is covered.
     pub fn matches(&self, name: &str) -> bool {
         let name = fold_name(name);
         match self {

@@ -17,16 +17,24 @@ use super::pattern::{AddrPattern, NamePattern};
 /// What a guest wants to do with a socket address or a name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Use {
+    /// `tcp-listen`: listen on an address.
     TcpListen,
+    /// `tcp-accept`: accept a client from an address.
     TcpAccept,
+    /// `tcp-connect`: connect to an address.
     TcpConnect,
+    /// `udp-bind`: bind a UDP socket to serve on an address.
     UdpBind,
+    /// `udp-send`: send a datagram to an address.
     UdpSend,
+    /// `udp-recv`: receive a datagram from an address.
     UdpRecv,
+    /// `dns`: look up a name.
     Dns,
 }
 
 impl Use {
+    /// Every use, in the order help and errors list them.
     pub const ALL: [Use; 7] = [
         Use::TcpListen,
         Use::TcpAccept,
@@ -37,6 +45,7 @@ impl Use {
         Use::Dns,
     ];
 
+    /// The use as the policy language writes it (`tcp-connect`).
     pub fn as_str(self) -> &'static str {
         match self {
             Use::TcpListen => "tcp-listen",
@@ -78,7 +87,9 @@ impl FromStr for Use {
 /// What a rule covers: addresses for socket uses, names for `dns`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Pattern {
+    /// An address pattern, for the socket uses.
     Addr(AddrPattern),
+    /// A name pattern, for `dns`.
     Name(NamePattern),
 }
 
@@ -95,8 +106,11 @@ impl fmt::Display for Pattern {
 /// explanations quote back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
+    /// What the rule grants.
     pub use_: Use,
+    /// Which addresses or names it grants it for.
     pub pattern: Pattern,
+    /// The text the rule came from (`--allow ...`, `policy.toml:3: allow "..."`).
     pub source: String,
 }
 
@@ -137,14 +151,17 @@ impl Rule {
         Rule::new(use_, pattern, source)
     }
 
+    /// Whether this rule grants `use_` of `addr`.
     pub fn matches_addr(&self, use_: Use, addr: SocketAddr) -> bool {
         self.use_ == use_ && matches!(&self.pattern, Pattern::Addr(p) if p.matches(addr))
     }
 
+    /// Whether this is a `dns` rule covering `name`.
     pub fn matches_name(&self, name: &str) -> bool {
         self.use_ == Use::Dns && matches!(&self.pattern, Pattern::Name(p) if p.matches(name))
     }
 
+    /// The address pattern, unless this is a `dns` rule.
     pub fn addr_pattern(&self) -> Option<&AddrPattern> {
         match &self.pattern {
             Pattern::Addr(p) => Some(p),
@@ -156,12 +173,14 @@ impl Rule {
 /// The answer for one use of one address or name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
+    /// Whether the use is allowed.
     pub allowed: bool,
     /// The source of the rule that decided, `None` when nothing allowed it.
     pub rule: Option<String>,
 }
 
 impl Decision {
+    /// Allowed by `rule` (its source, or a `default: ...`).
     pub fn allow(rule: impl Into<String>) -> Decision {
         Decision {
             allowed: true,
@@ -169,6 +188,7 @@ impl Decision {
         }
     }
 
+    /// Denied: no rule allows it.
     pub fn deny() -> Decision {
         Decision {
             allowed: false,
@@ -190,6 +210,7 @@ impl Policy {
         self.rules.iter().filter(move |r| r.use_ == use_)
     }
 
+    /// Whether any rule grants `use_`.
     pub fn has_rule(&self, use_: Use) -> bool {
         self.rules_for(use_).next().is_some()
     }

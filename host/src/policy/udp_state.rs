@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::rule::Decision;
+
 /// How many UDP peers one socket remembers for replies; the least recently used is forgotten
 /// first.
 pub const MAX_PEERS: usize = 4096;
@@ -35,8 +37,8 @@ pub enum UdpRole {
 }
 
 /// The conversation state of one UDP socket. The sandbox keeps one per socket (made by
-/// [`Gate::udp_socket`], which counts its peers against the guest's) and asks
-/// [`Gate::check_udp`] with it.
+/// [`Gate::udp_socket`](super::Gate::udp_socket), which counts its peers against the guest's) and asks
+/// [`Gate::check_udp`](super::Gate::check_udp) with it.
 #[derive(Debug, Default)]
 pub struct UdpSocketState {
     inner: Mutex<Conversation>,
@@ -77,6 +79,27 @@ impl UdpSocketState {
         let mut c = self.lock();
         c.peers.expire(now, &self.guest_peers);
         c.peers.entries.len()
+    }
+
+    /// Judges one datagram to or from `addr` under one lock: `decide` (the policy, given the
+    /// socket's role), else a reply to a peer this socket already exchanged with (reported as
+    /// `reply`). An allowed datagram remembers or refreshes its peer; the flag says whether
+    /// this direction was reported for that peer before.
+    pub(super) fn exchange(
+        &self,
+        addr: SocketAddr,
+        direction: Direction,
+        now: Instant,
+        reply: &str,
+        decide: impl FnOnce(UdpRole) -> Decision,
+    ) -> (Decision, bool) {
+        let mut c = self.lock();
+        let mut d = decide(c.role);
+        if !d.allowed && c.peers.contains(addr, now, &self.guest_peers) {
+            d = Decision::allow(reply);
+        }
+        let repeat = d.allowed && c.peers.touch(addr, direction, now, &self.guest_peers);
+        (d, repeat)
     }
 
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Conversation> {

@@ -11,26 +11,46 @@ use crate::sandbox::ReadySocket;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A socket of guest `guest` is ready: the contract's `ready tcp 127.0.0.1:7000 echo`.
-    Ready { guest: String, socket: ReadySocket },
+    Ready {
+        /// The guest's name (its table in the manifest).
+        guest: String,
+        /// The socket, with its transport and actual address.
+        socket: ReadySocket,
+    },
     /// An instance started (`run` counts its starts from 1).
-    Started { instance: String, run: u32 },
+    Started {
+        /// The instance's name.
+        instance: String,
+        /// Which start this is, from 1.
+        run: u32,
+    },
     /// An instance's run ended by itself; `how` says how.
     Ended {
+        /// The instance's name.
         instance: String,
+        /// How it ended, as a sentence (`exited with status 3`).
         how: String,
+        /// Whether that counts as a failure for its restart rule.
         failed: bool,
     },
     /// It is started again after `after`; `restart` of at most `max` within the window.
     Restarting {
+        /// The instance's name.
         instance: String,
+        /// The wait before it starts again.
         after: Duration,
+        /// Which restart this is within the window.
         restart: u32,
+        /// The most restarts allowed within the window.
         max: u32,
     },
     /// It failed too often within the window and stays down.
     GaveUp {
+        /// The instance's name.
         instance: String,
+        /// The restarts it had within the window.
         restarts: u32,
+        /// The window.
         window: Duration,
     },
     /// Every guest is being asked to stop.
@@ -86,7 +106,7 @@ impl fmt::Display for Event {
 pub enum Ending {
     /// It returned cleanly and is not restarted.
     Clean,
-    /// It was stopped by [`Supervisor::run`]'s stop signal (cleanly, or killed because it
+    /// It was stopped by [`Supervisor::run`](super::Supervisor::run)'s stop signal (cleanly, or killed because it
     /// does not import `control`).
     Stopped,
     /// It failed and its restart rule does not start it again (or it failed while stopping).
@@ -96,6 +116,7 @@ pub enum Ending {
 }
 
 impl Ending {
+    /// Whether the instance ended failed (or was given up).
     pub fn is_failure(&self) -> bool {
         matches!(self, Ending::Failed(_) | Ending::GaveUp(_))
     }
@@ -104,6 +125,7 @@ impl Ending {
 /// How every instance ended, in manifest order.
 #[derive(Debug)]
 pub struct Outcome {
+    /// Each instance's name (`guest`, or `guest#N` with several instances) and ending.
     pub endings: Vec<(String, Ending)>,
 }
 

@@ -27,6 +27,7 @@ pub(crate) const MAX_INSTANCES: usize = 256;
 pub struct Manifest {
     /// The guests in file order.
     pub guests: Vec<GuestSpec>,
+    /// `[supervisor]`: restart waits, the restart cap and the stop grace period.
     pub settings: RestartSettings,
 }
 
@@ -35,12 +36,17 @@ pub struct Manifest {
 pub struct GuestSpec {
     /// The table's name: ready lines, logs and audit lines carry it.
     pub name: String,
+    /// Where its component comes from.
     pub source: GuestSource,
     /// The component as written in the manifest, for `--check`.
     pub component: String,
+    /// The guest's own arguments (`args = [...]`).
     pub args: Vec<String>,
+    /// When it is started again after it ends.
     pub restart: Restart,
+    /// How many instances share its addresses (Linux: `SO_REUSEPORT`).
     pub instances: usize,
+    /// Its grants and limits, as a policy file writes them.
     pub policy: Policy,
     /// A file that gets this guest's decisions (besides `--audit`), resolved like `component`.
     pub audit: Option<PathBuf>,

@@ -1,7 +1,7 @@
 //! `sockbox up`: several guests in one process, each with its own policy, limits, store and
 //! audit stream, started again when they fail and given up when they keep failing.
 //!
-//! Every guest instance is supervised by its own tokio task around its own [`RunningGuest`],
+//! Every guest instance is supervised by its own tokio task around its own [`RunningGuest`](crate::RunningGuest),
 //! so a guest that traps, exits, runs out of memory or spins ends only its own task; the
 //! others keep serving. The supervisor reports what happens as [`Event`]s (the CLI prints
 //! `ready` lines on stdout and the rest on stderr) and returns how each instance ended.
@@ -44,6 +44,8 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
+    /// A supervisor of `manifest`'s guests, with no audit log, no compile cache, denials not
+    /// printed and output passed through.
     pub fn new(manifest: Manifest) -> Supervisor {
         Supervisor {
             audit_log: None,
@@ -55,6 +57,7 @@ impl Supervisor {
         }
     }
 
+    /// The manifest it runs.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
@@ -65,6 +68,7 @@ impl Supervisor {
         self
     }
 
+    /// Where compiled components are kept between runs (default: compile in memory only).
     pub fn compile_cache(mut self, cache: CompileCache) -> Self {
         self.compile_cache = cache;
         self.guests = self
