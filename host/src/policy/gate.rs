@@ -264,3 +264,5 @@ fn implicit(addr: SocketAddr, use_: Use, granted: bool, rule: &str) -> Verdict {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod udp_tests;
