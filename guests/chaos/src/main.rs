@@ -29,9 +29,7 @@ use wasip2::clocks::{monotonic_clock, wall_clock};
 use wasip2::io::poll::{Pollable, poll};
 use wasip2::io::streams::{InputStream, OutputStream, StreamError};
 use wasip2::sockets::instance_network::instance_network;
-use wasip2::sockets::network::{
-    ErrorCode, IpAddressFamily, IpSocketAddress, Network,
-};
+use wasip2::sockets::network::{ErrorCode, IpAddressFamily, IpSocketAddress, Network};
 use wasip2::sockets::tcp::TcpSocket;
 use wasip2::sockets::tcp_create_socket::create_tcp_socket;
 use wasip2::sockets::udp::{
@@ -595,4 +593,3 @@ fn local_of_tcp(socket: &TcpSocket) -> Result<String, String> {
         .map(|a| from_wasi(a).to_string())
         .map_err(name)
 }
-

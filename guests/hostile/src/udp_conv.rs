@@ -94,8 +94,10 @@ pub fn receive_calls(target: &str) -> Result<String, String> {
         .map_err(|_| format!("not milliseconds: {millis}"))?;
     let wasi_err = |e: wasip2::sockets::network::ErrorCode| format!("{e:?}");
     let network = instance_network();
-    let socket = wasip2::sockets::udp_create_socket::create_udp_socket(sockbox_guest::net::addr::family(addr))
-        .map_err(wasi_err)?;
+    let socket = wasip2::sockets::udp_create_socket::create_udp_socket(
+        sockbox_guest::net::addr::family(addr),
+    )
+    .map_err(wasi_err)?;
     socket
         .start_bind(&network, sockbox_guest::net::addr::to_wasi(addr))
         .map_err(wasi_err)?;

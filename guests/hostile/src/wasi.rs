@@ -7,9 +7,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use sockbox_guest::net::addr::{family, from_wasi, to_wasi};
 use wasip2::sockets::instance_network::instance_network;
 use wasip2::sockets::ip_name_lookup::resolve_addresses;
-use sockbox_guest::net::addr::{family, from_wasi, to_wasi};
 use wasip2::sockets::network::{ErrorCode, IpAddress, IpAddressFamily};
 use wasip2::sockets::tcp::TcpSocket;
 use wasip2::sockets::tcp_create_socket::create_tcp_socket;
