@@ -16,9 +16,8 @@ use serde::Serialize;
 
 use crate::policy::{Use, Verdict, is_implicit_bind_addr, suggest_grant};
 
-pub use budget::{
-    DENIALS_PER_SECOND, DenialBudget, SUPPRESSED_USE, suppressed_event, suppressed_message,
-};
+pub use budget::{DENIALS_PER_SECOND, SUPPRESSED_USE};
+pub(crate) use budget::{DenialBudget, suppressed_event, suppressed_message};
 pub use log::{AuditLog, DEFAULT_AUDIT_MAX_SIZE};
 
 /// `"allow"` or `"deny"` in the audit line.
@@ -47,8 +46,8 @@ pub struct AuditEvent {
     pub decision: Decision,
     /// The matched rule as the user wrote it, or a `default: ...` explanation; null if denied.
     pub rule: Option<String>,
-    /// What the grant to add for a denial should name, when that is not `addr` (see
-    /// [`Verdict::grant_addr`]). Not part of the audit line.
+    /// What the grant to add for a denial should name, when that is not `addr` (a denied
+    /// listen on the wildcard names its port 0). Not part of the audit line.
     #[serde(skip)]
     pub grant_target: Option<String>,
 }
@@ -71,7 +70,7 @@ impl AuditEvent {
     }
 
     /// The event of one gate verdict (keeping the address a grant for it would name).
-    pub fn from_verdict(guest: impl Into<String>, v: &Verdict) -> AuditEvent {
+    pub(crate) fn from_verdict(guest: impl Into<String>, v: &Verdict) -> AuditEvent {
         let mut event = AuditEvent::new(guest, v.use_, v.addr, v.allowed, v.rule.clone());
         event.grant_target = (v.grant_addr != v.addr).then(|| v.grant_addr.to_string());
         event
@@ -125,7 +124,7 @@ impl AuditEvent {
 }
 
 /// How the `rule` of a refusal by a limit begins.
-pub const LIMIT_PREFIX: &str = "limit: ";
+pub(crate) const LIMIT_PREFIX: &str = "limit: ";
 
 /// Longest text (in bytes, after escaping) a guest-controlled string keeps in a log line.
 pub const LOG_TEXT_MAX: usize = 256;
@@ -153,7 +152,7 @@ pub fn log_text(text: &str) -> String {
 }
 
 /// The one stderr line for a denial: the use, the address and the grant that would allow it.
-pub fn denial_message(ev: &AuditEvent) -> String {
+pub(crate) fn denial_message(ev: &AuditEvent) -> String {
     let guest = &ev.guest;
     if let Some(limit) = ev.limit() {
         let flag = limit

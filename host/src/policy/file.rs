@@ -97,7 +97,7 @@ impl Policy {
 
     /// The policy of a section already deserialized from `text` (the whole file, so spans
     /// turn into line numbers), e.g. one guest's table in a `sockbox up` manifest.
-    pub fn from_section(raw: &PolicySection, text: &str, file_name: &str) -> Result<Policy> {
+    pub(crate) fn from_section(raw: &PolicySection, text: &str, file_name: &str) -> Result<Policy> {
         let at = |offset: usize| format!("{file_name}:{}", line_of(text, offset));
         let mut policy = Policy::default();
         // Rules are kept in file order, whichever key they came from, so "first match wins"
@@ -301,7 +301,7 @@ fn parse_limits(raw: &LimitsSection, at: &dyn Fn(usize) -> String) -> Result<Lim
     Ok(limits)
 }
 
-/// The policy keys of a TOML table, with spans for error lines. Public so that a file which
+/// The policy keys of a TOML table, with spans for error lines. Shared with a file which
 /// embeds the policy vocabulary (the `up` manifest) can deserialize the same keys and hand
 /// them to `Policy::from_section`.
 #[derive(Deserialize, Debug, Default)]

@@ -16,7 +16,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use super::Policy;
@@ -103,8 +103,9 @@ impl Gate {
     }
 
     /// UDP peers remembered by all sockets of this guest.
+    #[cfg(test)]
     pub fn udp_peers(&self) -> usize {
-        self.udp_peers.load(Ordering::Relaxed)
+        self.udp_peers.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The policy this gate applies.

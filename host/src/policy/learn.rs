@@ -13,7 +13,7 @@ use super::{Policy, Use};
 use crate::audit::AuditEvent;
 
 /// Rule source of the permissive grants, as audit lines show it while learning.
-pub const LEARN_SOURCE: &str = "learn: loopback";
+pub(crate) const LEARN_SOURCE: &str = "learn: loopback";
 
 /// The permissive loopback grants a guest runs under while sockbox learns: any loopback
 /// address and port for listening, connecting, binding and sending; nothing else.

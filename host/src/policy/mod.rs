@@ -27,13 +27,17 @@ mod udp_state;
 mod values;
 
 pub use explain::{Explanation, explain};
-pub use file::{Limits, LimitsSection, Policy, PolicySection};
+pub use file::{Limits, Policy};
+pub(crate) use file::{LimitsSection, PolicySection};
 pub use gate::{
-    DEFAULT_ACCEPT, DEFAULT_UDP_RECV, Gate, IMPLICIT_TCP_BIND, IMPLICIT_UDP_BIND, REPLY_RECV,
-    REPLY_SEND, SocketOp, Verdict,
+    DEFAULT_ACCEPT, DEFAULT_UDP_RECV, IMPLICIT_TCP_BIND, IMPLICIT_UDP_BIND, REPLY_RECV, REPLY_SEND,
 };
-pub use pattern::{AddrPattern, NamePattern, PortRange, normalise_name};
-pub use rule::{Decision, Pattern, Rule, Use, is_implicit_bind_addr, suggest_grant};
-pub use udp_state::{MAX_GUEST_PEERS, MAX_PEERS, PEER_IDLE, UdpRole, UdpSocketState};
+// What the sandbox asks per socket operation; an embedder only sees the decisions.
+pub(crate) use gate::{Gate, SocketOp, Verdict};
+pub(crate) use pattern::normalise_name;
+pub use pattern::{AddrPattern, NamePattern, PortRange};
+pub use rule::{Decision, Pattern, Rule, Use};
+pub(crate) use rule::{is_implicit_bind_addr, suggest_grant};
+pub(crate) use udp_state::{UdpRole, UdpSocketState};
 pub(crate) use values::{line_of, toml_error};
 pub use values::{parse_millis, parse_size, parse_socket_addr};

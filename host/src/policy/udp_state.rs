@@ -75,6 +75,7 @@ impl UdpSocketState {
     }
 
     /// Peers remembered at `now` (expired ones are not counted).
+    #[cfg(test)]
     pub fn peer_count(&self, now: Instant) -> usize {
         let mut c = self.lock();
         c.peers.expire(now, &self.guest_peers);

@@ -184,7 +184,7 @@ impl DieWithParent for Command {
 }
 
 /// Environment variable: seconds a Python build may take (default 600).
-pub const BUILD_TIMEOUT_ENV: &str = "SOCKBOX_BUILD_TIMEOUT";
+const BUILD_TIMEOUT_ENV: &str = "SOCKBOX_BUILD_TIMEOUT";
 
 /// How long componentize-py may run: a build takes 7 to 19 s on a busy 2-core machine.
 const BUILD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);

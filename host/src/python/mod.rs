@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-pub use componentize::BUILD_TIMEOUT_ENV;
 use componentize::{build, componentize_py, tool_version};
 use sources::Sources;
 
