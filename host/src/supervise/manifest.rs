@@ -2,7 +2,10 @@
 //! rule, instances and policy, and how restarts are paced.
 //!
 //! Every mistake is a load error naming `file:line`, found before anything runs: a manifest
-//! that starts half its guests is worse than one that starts none.
+//! that starts half its guests is worse than one that starts none. The check across guests
+//! (no shared address) is in `sharing`.
+
+mod sharing;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,10 +17,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::backoff::RestartSettings;
-use crate::policy::{
-    AddrPattern, LimitsSection, Policy, PolicySection, Use, line_of, parse_millis, toml_error,
-};
-use crate::sandbox::{GuestSource, Transport, overlaps};
+use crate::policy::{LimitsSection, Policy, PolicySection, line_of, parse_millis, toml_error};
+use crate::sandbox::{GuestSource, Transport};
+use sharing::check_no_shared_address;
 
 /// Most instances one guest may ask for (as `run --instances`).
 pub(crate) const MAX_INSTANCES: usize = 256;
@@ -53,7 +55,7 @@ pub struct GuestSpec {
     /// `file:line` of the table, for errors found later (a component that does not load).
     pub at: String,
     /// `file:line` of each `listen` then `udp` address.
-    address_lines: Vec<String>,
+    pub(super) address_lines: Vec<String>,
 }
 
 impl GuestSpec {
@@ -245,68 +247,6 @@ fn parse_guest(
         at: table_at.to_string(),
         address_lines: lines,
     })
-}
-
-/// Two guests cannot serve on one address: the second would fail to bind, or with several
-/// instances silently share the first one's clients.
-fn check_no_shared_address(guests: &[GuestSpec]) -> Result<()> {
-    let mut taken: Vec<(Transport, SocketAddr, &str)> = Vec::new();
-    for guest in guests {
-        for (i, (transport, addr)) in guest.addresses().enumerate() {
-            // Port 0 asks for a fresh port each time; it never collides.
-            if addr.port() == 0 {
-                continue;
-            }
-            if let Some((_, _, other)) = taken
-                .iter()
-                .find(|(t, a, other)| *t == transport && overlaps(*a, addr) && *other != guest.name)
-            {
-                let line = guest.address_lines.get(i).unwrap_or(&guest.at);
-                bail!(
-                    "{line}: guest `{}` wants {transport} {addr}, which guest `{other}` already \
-                     has; give each guest its own address (or port 0)",
-                    guest.name
-                );
-            }
-            taken.push((transport, addr, &guest.name));
-        }
-    }
-    // A range another guest may bind in (`allow tcp-listen=`/`udp-bind=`) takes an address
-    // as surely: with instances it could join this guest's port group, without them take the
-    // port while this guest restarts.
-    for guest in guests {
-        for (transport, addr) in guest.addresses().filter(|(_, a)| a.port() != 0) {
-            let use_ = match transport {
-                Transport::Tcp => Use::TcpListen,
-                Transport::Udp => Use::UdpBind,
-            };
-            for other in guests.iter().filter(|g| g.name != guest.name) {
-                let covering = other
-                    .policy
-                    .rules_for(use_)
-                    .find(|r| r.addr_pattern().is_some_and(|p| covers(p, addr)));
-                if let Some(rule) = covering {
-                    bail!(
-                        "{}: guest `{}` may bind {transport} {addr} by {}, but guest `{}` has it; \
-                         give each guest its own addresses",
-                        other.at,
-                        other.name,
-                        rule.source,
-                        guest.name
-                    );
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Whether a socket bound as `pattern` allows could share `addr` (see [`overlaps`]).
-fn covers(pattern: &AddrPattern, addr: SocketAddr) -> bool {
-    let net = pattern.net().addr();
-    pattern.ports().contains(addr.port())
-        && net.is_ipv4() == addr.ip().to_canonical().is_ipv4()
-        && (pattern.matches_ip(addr.ip()) || addr.ip().is_unspecified() || net.is_unspecified())
 }
 
 fn parse_settings(raw: &RawSupervisor, at: &dyn Fn(usize) -> String) -> Result<RestartSettings> {
