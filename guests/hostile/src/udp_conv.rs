@@ -19,13 +19,7 @@ use wasip2::sockets::network::IpAddressFamily;
 use crate::{MARKER, describe, parse_addr};
 
 pub fn conversation(target: &str) -> Result<String, String> {
-    let (decoy, millis) = target
-        .rsplit_once(':')
-        .ok_or_else(|| format!("expected DECOY:MS, got {target:?}"))?;
-    let decoy: SocketAddr = parse_addr(decoy)?;
-    let millis: u64 = millis
-        .parse()
-        .map_err(|_| format!("not milliseconds: {millis}"))?;
+    let (decoy, millis) = addr_and_millis(target, "DECOY:MS")?;
     let sockets = [bind_any()?, bind_any()?];
     let port = |s: &UdpSocket| s.local_addr().map(|a| a.port()).map_err(describe);
     println!("PORTS {} {}", port(&sockets[0])?, port(&sockets[1])?);
@@ -85,13 +79,7 @@ pub fn hop_marks(count: &str) -> Result<String, String> {
 /// datagrams inside one call drains any number of them in the first call.
 pub fn receive_calls(target: &str) -> Result<String, String> {
     use wasip2::sockets::instance_network::instance_network;
-    let (addr, millis) = target
-        .rsplit_once(':')
-        .ok_or_else(|| format!("expected ADDR:MS, got {target:?}"))?;
-    let addr: SocketAddr = parse_addr(addr)?;
-    let millis: u64 = millis
-        .parse()
-        .map_err(|_| format!("not milliseconds: {millis}"))?;
+    let (addr, millis) = addr_and_millis(target, "ADDR:MS")?;
     let wasi_err = |e: wasip2::sockets::network::ErrorCode| format!("{e:?}");
     let network = instance_network();
     let socket = wasip2::sockets::udp_create_socket::create_udp_socket(
@@ -120,4 +108,15 @@ pub fn receive_calls(target: &str) -> Result<String, String> {
     }
     drop((incoming, outgoing));
     result
+}
+
+/// `ADDR:MS`, the argument both attempts take (`form` names it in the error).
+fn addr_and_millis(target: &str, form: &str) -> Result<(SocketAddr, u64), String> {
+    let (addr, millis) = target
+        .rsplit_once(':')
+        .ok_or_else(|| format!("expected {form}, got {target:?}"))?;
+    let millis = millis
+        .parse()
+        .map_err(|_| format!("not milliseconds: {millis}"))?;
+    Ok((parse_addr(addr)?, millis))
 }
