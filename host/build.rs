@@ -11,6 +11,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+// Shared with cli/build.rs; a build script has no crate to import it from.
+#[path = "../build/embed.rs"]
+mod embed;
+use embed::{text_entries, tree_files};
+
 /// The guests `sockbox run <name>` knows by name (docs/contract.md), embedded in the binary.
 const BUILTIN: &[&str] = &[
     "echo", "udp-echo", "time", "framing", "chat", "rcmd", "proxy",
@@ -97,11 +102,25 @@ fn main() {
     }
     code.push_str("];\n");
     fs::write(out_dir.join("builtin_guests.rs"), code).unwrap();
-    // Where every built guest lives, test-only ones included (used by the test suite).
-    println!(
-        "cargo:rustc-env=SOCKBOX_GUEST_WASM_DIR={}",
-        wasm_dir.display()
-    );
+    embed_python_support(&root, &out_dir);
+    // Where every built guest lives, test-only ones included: handed to the build script of the
+    // crate holding the test suite (cli/, through `links` metadata), never to the library, so no
+    // binary carries a path of the build machine.
+    println!("cargo::metadata=wasm_dir={}", wasm_dir.display());
+}
+
+/// The support package every Python guest may import (`host/src/python`), by path relative to
+/// `guests/python`, as a list expression: a file added to the package is embedded without a
+/// change to the host's code.
+fn embed_python_support(root: &Path, out_dir: &Path) {
+    let python = root.join("guests/python");
+    let mut files = Vec::new();
+    tree_files(&python.join("sockbox_guest"), &mut files);
+    files.retain(|file| file.extension().is_some_and(|ext| ext == "py"));
+    files.sort();
+    watch_tree(&python.join("sockbox_guest"));
+    let code = format!("&[\n{}]\n", text_entries(&python, &files));
+    fs::write(out_dir.join("python_support.rs"), code).unwrap();
 }
 
 fn members(guests: &Path) -> Vec<PathBuf> {

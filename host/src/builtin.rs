@@ -1,4 +1,5 @@
-//! The guests compiled into the binary (built from `guests/` by build.rs).
+//! The guests compiled into the binary (built from `guests/` by build.rs), so `sockbox run echo`
+//! needs no file next to the binary and nothing at run time names a path of the build machine.
 
 include!(concat!(env!("OUT_DIR"), "/builtin_guests.rs"));
 
@@ -14,7 +15,3 @@ pub fn get(name: &str) -> Option<&'static [u8]> {
 pub fn names() -> impl Iterator<Item = &'static str> {
     BUILTIN.iter().map(|(n, _)| *n)
 }
-
-/// Directory holding every guest component the build produced, test-only guests included.
-/// Only meaningful on the machine that built this binary.
-pub const WASM_DIR: &str = env!("SOCKBOX_GUEST_WASM_DIR");

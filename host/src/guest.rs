@@ -26,7 +26,12 @@ pub enum GuestSource {
     /// A component file.
     File(PathBuf),
     /// Component bytes, with the name used in logs and audit lines.
-    Bytes { name: String, bytes: Arc<[u8]> },
+    Bytes {
+        /// The name logs and audit lines use.
+        name: String,
+        /// The component.
+        bytes: Arc<[u8]>,
+    },
 }
 
 impl GuestSource {

@@ -128,7 +128,7 @@ async fn new_scaffolds_a_guest_that_builds_and_serves() {
     );
 
     // Share the guests' target dir so the SDK and its dependencies are not compiled again.
-    let target_dir = PathBuf::from(sockbox::builtin::WASM_DIR).join("../..");
+    let target_dir = PathBuf::from(crate::support::GUEST_WASM_DIR).join("../..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let build = Command::new(cargo)
         .args(["build", "--release", "--target", "wasm32-wasip2"])

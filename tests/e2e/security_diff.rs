@@ -557,38 +557,17 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// splitmix64, as in the guest.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
-
 /// The policy of one sequence, drawn from its seed: each candidate rule with its own odds,
 /// then shuffled, so which rule matches first varies too.
 fn draw_policy(seed: u64, world: &World) -> Model {
-    let mut rng = Rng(seed ^ 0x005e_ed0f_d1ff);
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x005e_ed0f_d1ff);
     let mut rules: Vec<Rule> = Vec::new();
     for (use_, pattern, odds) in candidate_rules(world) {
-        if rng.chance(odds) {
+        if rng.u64(..100) < odds {
             rules.push(rule(use_, &pattern));
         }
     }
-    // Fisher-Yates.
-    for i in (1..rules.len()).rev() {
-        let j = (rng.next() % (i as u64 + 1)) as usize;
-        rules.swap(i, j);
-    }
+    rng.shuffle(&mut rules);
     Model {
         rules,
         outside_udp: world.udp_peers().into_iter().map(canonical).collect(),

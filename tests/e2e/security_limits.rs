@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use sockbox::{GuestExit, Policy, Sandbox};
 
 use crate::escape::{Attempted, hostile_results};
+use crate::limits::hostile;
 use crate::support::{Cli, PATIENCE, component_file, policy, temp_dir, test_guest};
 
 /// Runs `wat` as a component under `policy` to its end.
@@ -26,11 +27,22 @@ async fn run_wat(name: &str, wat: &str, policy: Policy) -> anyhow::Result<GuestE
     Ok(guest.finish(PATIENCE).await)
 }
 
-/// A component whose core module has four memories of one page; `run` grows each by 300 MiB
-/// in turn and executes `unreachable` in `$fail_memory_N` at the first growth refused, so the
+/// A component around core module `$m`, whose export `run` (returning 0 for success) is the
+/// component's `wasi:cli/run`.
+fn command(core_module: &str) -> String {
+    format!(
+        r#"(component
+    {core_module}
+    (core instance $i (instantiate $m))
+    (func $run (result (result)) (canon lift (core func $i "run")))
+    (instance $cli (export "run" (func $run)))
+    (export "wasi:cli/run@0.2.12" (instance $cli)))"#
+    )
+}
+
+/// A core module with four memories of one page; `run` grows each by 300 MiB in turn and executes `unreachable` in `$fail_memory_N` at the first growth refused, so the
 /// trap's backtrace names the memory.
-const FOUR_MEMORIES_WAT: &str = r#"(component
-    (core module $m
+const FOUR_MEMORIES: &str = r#"(core module $m
         (memory $m0 1) (memory $m1 1) (memory $m2 1) (memory $m3 1)
         (func $fail_memory_0 unreachable)
         (func $fail_memory_1 unreachable)
@@ -41,16 +53,12 @@ const FOUR_MEMORIES_WAT: &str = r#"(component
             (if (i32.eq (memory.grow $m1 (i32.const 4800)) (i32.const -1)) (then call $fail_memory_1))
             (if (i32.eq (memory.grow $m2 (i32.const 4800)) (i32.const -1)) (then call $fail_memory_2))
             (if (i32.eq (memory.grow $m3 (i32.const 4800)) (i32.const -1)) (then call $fail_memory_3))
-            i32.const 0))
-    (core instance $i (instantiate $m))
-    (func $run (result (result)) (canon lift (core func $i "run")))
-    (instance $cli (export "run" (func $run)))
-    (export "wasi:cli/run@0.2.12" (instance $cli)))"#;
+            i32.const 0))"#;
 
 #[tokio::test]
 async fn max_memory_is_the_sum_of_all_memories_of_a_guest() {
     // 3 x 300 MiB fit under the default 1 GiB, the fourth does not.
-    let exit = run_wat("four-memories", FOUR_MEMORIES_WAT, Policy::default())
+    let exit = run_wat("four-memories", &command(FOUR_MEMORIES), Policy::default())
         .await
         .expect("the component loads");
     let GuestExit::Trapped(err) = exit else {
@@ -63,7 +71,7 @@ async fn max_memory_is_the_sum_of_all_memories_of_a_guest() {
     // Under 2 GiB all four fit: the limit is the sum, not a fixed share per memory.
     let mut roomy = Policy::default();
     roomy.limits.max_memory = Some(2 << 30);
-    let exit = run_wat("four-memories-roomy", FOUR_MEMORIES_WAT, roomy)
+    let exit = run_wat("four-memories-roomy", &command(FOUR_MEMORIES), roomy)
         .await
         .expect("the component loads");
     assert!(exit.is_clean(), "{exit}");
@@ -71,7 +79,7 @@ async fn max_memory_is_the_sum_of_all_memories_of_a_guest() {
 
 #[test]
 fn the_cli_says_which_limit_refused_the_memory() {
-    let path = component_file("four-memories-cli", FOUR_MEMORIES_WAT);
+    let path = component_file("four-memories-cli", &command(FOUR_MEMORIES));
     let (code, _, stderr) = crate::support::sockbox(&["run", path.to_str().unwrap()]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
@@ -87,10 +95,10 @@ fn the_cli_says_which_limit_refused_the_memory() {
 /// Memories declared with their initial size count too: four of 300 MiB cannot even start.
 #[tokio::test]
 async fn initial_memories_count_against_max_memory() {
-    let wat = FOUR_MEMORIES_WAT.replace("(memory $m3 1)", "(memory $m3 4800)");
+    let wat = FOUR_MEMORIES.replace("(memory $m3 1)", "(memory $m3 4800)");
     let wat = wat.replace("(memory $m2 1)", "(memory $m2 4800)");
     let wat = wat.replace("(memory $m1 1)", "(memory $m1 4800)");
-    let wat = wat.replace("(memory $m0 1)", "(memory $m0 4800)");
+    let wat = command(&wat.replace("(memory $m0 1)", "(memory $m0 4800)"));
     let mut tight = Policy::default();
     tight.limits.max_memory = Some(1000 << 20);
     let err = run_wat("initial-memories", &wat, tight)
@@ -102,9 +110,9 @@ async fn initial_memories_count_against_max_memory() {
     );
 }
 
-/// Two tables grown by 700 000 elements each: the host allows 2^20 elements in all.
-const TWO_TABLES_WAT: &str = r#"(component
-    (core module $m
+/// A core module with two tables grown by 700 000 elements each: the host allows 2^20
+/// elements in all.
+const TWO_TABLES: &str = r#"(core module $m
         (table $t0 0 funcref) (table $t1 0 funcref)
         (func $fail_table_0 unreachable)
         (func $fail_table_1 unreachable)
@@ -113,15 +121,11 @@ const TWO_TABLES_WAT: &str = r#"(component
                 (then call $fail_table_0))
             (if (i32.eq (table.grow $t1 (ref.null func) (i32.const 700000)) (i32.const -1))
                 (then call $fail_table_1))
-            i32.const 0))
-    (core instance $i (instantiate $m))
-    (func $run (result (result)) (canon lift (core func $i "run")))
-    (instance $cli (export "run" (func $run)))
-    (export "wasi:cli/run@0.2.12" (instance $cli)))"#;
+            i32.const 0))"#;
 
 #[tokio::test]
 async fn table_elements_are_capped_over_all_tables() {
-    let exit = run_wat("two-tables", TWO_TABLES_WAT, Policy::default())
+    let exit = run_wat("two-tables", &command(TWO_TABLES), Policy::default())
         .await
         .expect("the component loads");
     let GuestExit::Trapped(err) = exit else {
@@ -135,14 +139,9 @@ async fn table_elements_are_capped_over_all_tables() {
 #[tokio::test]
 async fn memories_and_tables_per_guest_are_capped() {
     let module = |decl: &str| {
-        format!(
-            r#"(component
-    (core module $m {decl} (func (export "run") (result i32) i32.const 0))
-    (core instance $i (instantiate $m))
-    (func $run (result (result)) (canon lift (core func $i "run")))
-    (instance $cli (export "run" (func $run)))
-    (export "wasi:cli/run@0.2.12" (instance $cli)))"#
-        )
+        command(&format!(
+            r#"(core module $m {decl} (func (export "run") (result i32) i32.const 0))"#
+        ))
     };
     let memories = module(&"(memory 0)".repeat(40));
     let err = run_wat("forty-memories", &memories, Policy::default())
@@ -320,19 +319,6 @@ fn lingering_closes_count_against_max_sockets_and_the_host_descriptors() {
     assert!(held < 40, "sockbox holds {held} descriptors");
     drop(cli);
     assert_eq!(decoy.finish(), 8);
-}
-
-async fn hostile(policy: Policy, attempts: &[&str]) -> (Vec<Attempted>, Vec<sockbox::AuditEvent>) {
-    let mut guest = Sandbox::builder(test_guest("hostile"))
-        .policy(policy)
-        .args(attempts.iter().copied())
-        .capture_output(true)
-        .start()
-        .await
-        .expect("hostile starts");
-    let exit = guest.finish(4 * PATIENCE).await;
-    assert!(exit.is_clean(), "hostile {exit}\n{}", guest.stderr());
-    (hostile_results(&guest.stdout()), guest.decisions())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,9 +11,13 @@ use sockbox::{Policy, ReadySocket, RunningGuest, Sandbox, Transport};
 /// How long a test waits for anything before it fails instead of hanging CI.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
+/// Where the build put every guest component, test-only guests included: set by build.rs for
+/// this package's targets at compile time; the library itself carries no build-machine path.
+pub const GUEST_WASM_DIR: &str = env!("SOCKBOX_GUEST_WASM_DIR");
+
 /// A test-only guest component built alongside the built-ins (e.g. `plain-echo`).
 pub fn test_guest(name: &str) -> PathBuf {
-    let path = PathBuf::from(sockbox::builtin::WASM_DIR).join(format!("{name}.wasm"));
+    let path = PathBuf::from(GUEST_WASM_DIR).join(format!("{name}.wasm"));
     assert!(path.exists(), "test guest {} was not built", path.display());
     path
 }

@@ -21,15 +21,15 @@
 //! Every wait is bounded (a few ms to 2 s), so a run always ends. Resources are declared
 //! parent last in each struct, so streams drop before their socket.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
+
+use sockbox_guest::net::addr::{from_wasi, to_wasi};
 
 use wasip2::clocks::{monotonic_clock, wall_clock};
 use wasip2::io::poll::{Pollable, poll};
 use wasip2::io::streams::{InputStream, OutputStream, StreamError};
 use wasip2::sockets::instance_network::instance_network;
-use wasip2::sockets::network::{
-    ErrorCode, IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, Ipv6SocketAddress, Network,
-};
+use wasip2::sockets::network::{ErrorCode, IpAddressFamily, IpSocketAddress, Network};
 use wasip2::sockets::tcp::TcpSocket;
 use wasip2::sockets::tcp_create_socket::create_tcp_socket;
 use wasip2::sockets::udp::{
@@ -44,26 +44,9 @@ const CONNECT_WAIT_NS: u64 = 2_000_000_000;
 /// How long an accept or receive waits for something to arrive before it says would-block.
 const SHORT_WAIT_NS: u64 = 20_000_000;
 
-/// splitmix64: small, fast and good enough to spread operations; the same seed gives the same
-/// sequence of draws.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
+/// `percent` in a hundred: the odds of an operation or an address family.
+fn chance(rng: &mut fastrand::Rng, percent: u64) -> bool {
+    rng.u64(..100) < percent
 }
 
 struct Tcp {
@@ -95,7 +78,8 @@ impl Sock {
 }
 
 struct Chaos {
-    rng: Rng,
+    /// The same seed gives the same sequence of draws.
+    rng: fastrand::Rng,
     network: Network,
     sockets: Vec<(u32, Sock)>,
     next_id: u32,
@@ -118,7 +102,7 @@ fn main() {
     };
     let (seed, ops, check_every, pause_ms) = (number(0), number(1), number(2), number(3));
     let mut chaos = Chaos {
-        rng: Rng(seed),
+        rng: fastrand::Rng::with_seed(seed),
         network: instance_network(),
         sockets: Vec::new(),
         next_id: 0,
@@ -158,7 +142,7 @@ fn main() {
 
 impl Chaos {
     fn step(&mut self, n: u64) {
-        let roll = self.rng.below(100);
+        let roll = self.rng.usize(..100);
         let op = match roll {
             0..=11 => "new",
             12..=21 => "bind",
@@ -201,24 +185,24 @@ impl Chaos {
             })
             .map(|(i, _)| i)
             .collect();
-        (!fits.is_empty()).then(|| fits[self.rng.below(fits.len())])
+        (!fits.is_empty()).then(|| fits[self.rng.usize(..fits.len())])
     }
 
     /// An address from `list`, mostly of the socket's family (sometimes the other, which the
     /// host must refuse as an invalid argument).
     fn draw(&mut self, list: &[SocketAddr], v6: bool) -> Option<SocketAddr> {
         let same: Vec<SocketAddr> = list.iter().copied().filter(|a| a.is_ipv6() == v6).collect();
-        let from = if same.is_empty() || self.rng.chance(8) {
+        let from = if same.is_empty() || chance(&mut self.rng, 8) {
             list
         } else {
             &same
         };
-        (!from.is_empty()).then(|| from[self.rng.below(from.len())])
+        (!from.is_empty()).then(|| from[self.rng.usize(..from.len())])
     }
 
     fn new_socket(&mut self) -> String {
-        let tcp = self.rng.chance(50);
-        let v6 = self.rng.chance(40);
+        let tcp = chance(&mut self.rng, 50);
+        let v6 = chance(&mut self.rng, 40);
         let family = if v6 {
             IpAddressFamily::Ipv6
         } else {
@@ -267,7 +251,7 @@ impl Chaos {
         if self.sockets.is_empty() {
             return self.new_socket();
         }
-        let index = self.rng.below(self.sockets.len());
+        let index = self.rng.usize(..self.sockets.len());
         let (id, sock) = self.sockets.remove(index);
         drop(sock);
         format!("drop {id} ok")
@@ -282,7 +266,7 @@ impl Chaos {
         let bind_addr = self.draw(&local, v6);
         let tcp_target = self.draw(&tcp_targets, v6);
         let udp_peer = self.draw(&udp_peers, v6);
-        let extra = self.rng.next();
+        let extra = self.rng.u64(..);
         let network = &self.network;
         let (_, sock) = &mut self.sockets[index];
         let result = match (op, sock) {
@@ -608,39 +592,4 @@ fn local_of_tcp(socket: &TcpSocket) -> Result<String, String> {
         .local_address()
         .map(|a| from_wasi(a).to_string())
         .map_err(name)
-}
-
-fn to_wasi(addr: SocketAddr) -> IpSocketAddress {
-    match addr {
-        SocketAddr::V4(v4) => {
-            let [a, b, c, d] = v4.ip().octets();
-            IpSocketAddress::Ipv4(Ipv4SocketAddress {
-                address: (a, b, c, d),
-                port: v4.port(),
-            })
-        }
-        SocketAddr::V6(v6) => {
-            let s = v6.ip().segments();
-            IpSocketAddress::Ipv6(Ipv6SocketAddress {
-                address: (s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]),
-                port: v6.port(),
-                flow_info: 0,
-                scope_id: 0,
-            })
-        }
-    }
-}
-
-fn from_wasi(addr: IpSocketAddress) -> SocketAddr {
-    match addr {
-        IpSocketAddress::Ipv4(v4) => {
-            let (a, b, c, d) = v4.address;
-            SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), v4.port).into()
-        }
-        IpSocketAddress::Ipv6(v6) => {
-            let s = v6.address;
-            let ip = Ipv6Addr::new(s.0, s.1, s.2, s.3, s.4, s.5, s.6, s.7);
-            SocketAddrV6::new(ip, v6.port, 0, 0).into()
-        }
-    }
 }

@@ -23,7 +23,7 @@ use wasip2::sockets::network::{ErrorCode, Network};
 use wasip2::sockets::tcp::TcpSocket;
 use wasip2::sockets::tcp_create_socket::create_tcp_socket;
 
-use crate::wasi::{family, to_wasi};
+use sockbox_guest::net::addr::{family, to_wasi};
 
 /// Runs one attempt of this module; `kind` is the part before the first `:`.
 pub fn attempt(kind: &str, target: &str) -> Result<String, String> {

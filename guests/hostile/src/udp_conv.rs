@@ -19,13 +19,7 @@ use wasip2::sockets::network::IpAddressFamily;
 use crate::{MARKER, describe, parse_addr};
 
 pub fn conversation(target: &str) -> Result<String, String> {
-    let (decoy, millis) = target
-        .rsplit_once(':')
-        .ok_or_else(|| format!("expected DECOY:MS, got {target:?}"))?;
-    let decoy: SocketAddr = parse_addr(decoy)?;
-    let millis: u64 = millis
-        .parse()
-        .map_err(|_| format!("not milliseconds: {millis}"))?;
+    let (decoy, millis) = addr_and_millis(target, "DECOY:MS")?;
     let sockets = [bind_any()?, bind_any()?];
     let port = |s: &UdpSocket| s.local_addr().map(|a| a.port()).map_err(describe);
     println!("PORTS {} {}", port(&sockets[0])?, port(&sockets[1])?);
@@ -85,24 +79,20 @@ pub fn hop_marks(count: &str) -> Result<String, String> {
 /// datagrams inside one call drains any number of them in the first call.
 pub fn receive_calls(target: &str) -> Result<String, String> {
     use wasip2::sockets::instance_network::instance_network;
-    let (addr, millis) = target
-        .rsplit_once(':')
-        .ok_or_else(|| format!("expected ADDR:MS, got {target:?}"))?;
-    let addr: SocketAddr = parse_addr(addr)?;
-    let millis: u64 = millis
-        .parse()
-        .map_err(|_| format!("not milliseconds: {millis}"))?;
+    let (addr, millis) = addr_and_millis(target, "ADDR:MS")?;
     let wasi_err = |e: wasip2::sockets::network::ErrorCode| format!("{e:?}");
     let network = instance_network();
-    let socket = wasip2::sockets::udp_create_socket::create_udp_socket(crate::wasi::family(addr))
-        .map_err(wasi_err)?;
+    let socket = wasip2::sockets::udp_create_socket::create_udp_socket(
+        sockbox_guest::net::addr::family(addr),
+    )
+    .map_err(wasi_err)?;
     socket
-        .start_bind(&network, crate::wasi::to_wasi(addr))
+        .start_bind(&network, sockbox_guest::net::addr::to_wasi(addr))
         .map_err(wasi_err)?;
     socket.finish_bind().map_err(wasi_err)?;
     // Room for a few hundred small datagrams (the kernel caps it at its maximum).
     let _ = socket.set_receive_buffer_size(4 << 20);
-    let local = crate::wasi::from_wasi(socket.local_address().map_err(wasi_err)?);
+    let local = sockbox_guest::net::addr::from_wasi(socket.local_address().map_err(wasi_err)?);
     println!("BOUND {}", local.port());
     std::io::stdout().flush().map_err(describe)?;
     std::thread::sleep(Duration::from_millis(millis));
@@ -111,11 +101,22 @@ pub fn receive_calls(target: &str) -> Result<String, String> {
     for empty in 0..100_000 {
         let datagrams = incoming.receive(16).map_err(wasi_err)?;
         if let Some(first) = datagrams.first() {
-            let from = crate::wasi::from_wasi(first.remote_address);
+            let from = sockbox_guest::net::addr::from_wasi(first.remote_address);
             result = Ok(format!("{empty} empty calls, then one from {from}"));
             break;
         }
     }
     drop((incoming, outgoing));
     result
+}
+
+/// `ADDR:MS`, the argument both attempts take (`form` names it in the error).
+fn addr_and_millis(target: &str, form: &str) -> Result<(SocketAddr, u64), String> {
+    let (addr, millis) = target
+        .rsplit_once(':')
+        .ok_or_else(|| format!("expected {form}, got {target:?}"))?;
+    let millis = millis
+        .parse()
+        .map_err(|_| format!("not milliseconds: {millis}"))?;
+    Ok((parse_addr(addr)?, millis))
 }

@@ -5,13 +5,12 @@
 //! Resources are declared parent first, so they drop child first: streams and pollables
 //! before their socket, the socket before the network.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use sockbox_guest::net::addr::{family, from_wasi, to_wasi};
 use wasip2::sockets::instance_network::instance_network;
 use wasip2::sockets::ip_name_lookup::resolve_addresses;
-use wasip2::sockets::network::{
-    ErrorCode, IpAddress, IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, Ipv6SocketAddress,
-};
+use wasip2::sockets::network::{ErrorCode, IpAddress, IpAddressFamily};
 use wasip2::sockets::tcp::TcpSocket;
 use wasip2::sockets::tcp_create_socket::create_tcp_socket;
 
@@ -88,48 +87,6 @@ fn settle<T>(
 /// WASI's error name (`access-denied (error 1)`), the same on every host OS.
 fn describe(code: ErrorCode) -> String {
     code.to_string()
-}
-
-pub(crate) fn family(addr: SocketAddr) -> IpAddressFamily {
-    match addr {
-        SocketAddr::V4(_) => IpAddressFamily::Ipv4,
-        SocketAddr::V6(_) => IpAddressFamily::Ipv6,
-    }
-}
-
-pub(crate) fn to_wasi(addr: SocketAddr) -> IpSocketAddress {
-    match addr {
-        SocketAddr::V4(v4) => {
-            let [a, b, c, d] = v4.ip().octets();
-            IpSocketAddress::Ipv4(Ipv4SocketAddress {
-                address: (a, b, c, d),
-                port: v4.port(),
-            })
-        }
-        SocketAddr::V6(v6) => {
-            let s = v6.ip().segments();
-            IpSocketAddress::Ipv6(Ipv6SocketAddress {
-                address: (s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]),
-                port: v6.port(),
-                flow_info: v6.flowinfo(),
-                scope_id: v6.scope_id(),
-            })
-        }
-    }
-}
-
-pub(crate) fn from_wasi(addr: IpSocketAddress) -> SocketAddr {
-    match addr {
-        IpSocketAddress::Ipv4(v4) => {
-            let (a, b, c, d) = v4.address;
-            SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), v4.port).into()
-        }
-        IpSocketAddress::Ipv6(v6) => {
-            let s = v6.address;
-            let ip = Ipv6Addr::new(s.0, s.1, s.2, s.3, s.4, s.5, s.6, s.7);
-            SocketAddrV6::new(ip, v6.port, v6.flow_info, v6.scope_id).into()
-        }
-    }
 }
 
 fn ip_from_wasi(ip: IpAddress) -> IpAddr {

@@ -7,6 +7,8 @@
 //! [`CompileCache`] a later process loads it from disk instead.
 
 pub(crate) mod cache;
+mod key;
+mod private_fs;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};

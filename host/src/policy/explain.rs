@@ -10,12 +10,15 @@ use anyhow::{Result, anyhow};
 
 use super::Policy;
 use super::gate::{DEFAULT_ACCEPT, DEFAULT_UDP_RECV};
-use super::rule::{Decision, NamePattern, Use, suggest_grant};
+use super::pattern::NamePattern;
+use super::rule::{Decision, Use, suggest_grant};
 
 /// The answer to one question, printable as one line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Explanation {
+    /// Whether the use is allowed.
     pub allowed: bool,
+    /// The use asked about.
     pub use_: Use,
     /// The address or name asked about, as given.
     pub target: String,
@@ -25,6 +28,8 @@ pub struct Explanation {
     pub note: Option<&'static str>,
 }
 
+/// Answers whether `policy` allows `use_` of `target` (an address, or a name for `dns`), and
+/// by which rule: what `sockbox policy explain` prints.
 pub fn explain(policy: &Policy, use_: Use, target: &str) -> Result<Explanation> {
     let target = target.trim();
     let (decision, note) = if use_ == Use::Dns {

@@ -7,12 +7,13 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use super::rule::{is_implicit_bind_addr, normalise_name};
+use super::pattern::normalise_name;
+use super::rule::is_implicit_bind_addr;
 use super::{Policy, Use};
 use crate::audit::AuditEvent;
 
 /// Rule source of the permissive grants, as audit lines show it while learning.
-pub const LEARN_SOURCE: &str = "learn: loopback";
+pub(crate) const LEARN_SOURCE: &str = "learn: loopback";
 
 /// The permissive loopback grants a guest runs under while sockbox learns: any loopback
 /// address and port for listening, connecting, binding and sending; nothing else.
@@ -33,8 +34,11 @@ pub fn permissive_loopback() -> Policy {
 /// The policy a run needed, ready to print as TOML.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct LearnedPolicy {
+    /// Addresses to grant with `listen`.
     pub listen: Vec<String>,
+    /// Addresses to grant with `udp`.
     pub udp: Vec<String>,
+    /// Every other grant, as `USE=PATTERN`.
     pub allow: Vec<String>,
     /// Operations that were denied even under the learning grants (outside loopback, names).
     pub denied: Vec<String>,

@@ -5,10 +5,13 @@
 //! attempts is judged against those grants, first matching rule wins, and reported with the
 //! rule as the user wrote it.
 //!
-//! - `rule`: uses, address and name patterns, pure matching (`Policy::decide`).
+//! - `rule`: uses, rules and the pure decision of a policy (`Policy::decide`).
+//! - `pattern`: the address and name patterns a rule covers, parsed and matched.
 //! - `file`: building a `Policy` from flags and a policy file, and merging the two.
+//! - `values`: the syntax of addresses, sizes and durations, and TOML errors with lines.
 //! - `gate`: the policy applied to what wasmtime-wasi asks, including implicit binds and
 //!   UDP replies.
+//! - `udp_state`: one UDP socket's role and the peers it may answer or hear.
 //! - `explain`: the answer for one use of one address, as a sentence.
 //! - `learn`: the smallest policy for what a guest did under permissive loopback grants.
 //!
@@ -18,17 +21,23 @@ mod explain;
 mod file;
 mod gate;
 pub mod learn;
+mod pattern;
 mod rule;
+mod udp_state;
+mod values;
 
 pub use explain::{Explanation, explain};
-pub use file::{
-    Limits, LimitsSection, Policy, PolicySection, parse_millis, parse_size, parse_socket_addr,
-};
+pub use file::{Limits, Policy};
+pub(crate) use file::{LimitsSection, PolicySection};
 pub use gate::{
-    DEFAULT_ACCEPT, DEFAULT_UDP_RECV, Gate, IMPLICIT_TCP_BIND, IMPLICIT_UDP_BIND, MAX_GUEST_PEERS,
-    MAX_PEERS, PEER_IDLE, REPLY_RECV, REPLY_SEND, SocketOp, UdpRole, UdpSocketState, Verdict,
+    DEFAULT_ACCEPT, DEFAULT_UDP_RECV, IMPLICIT_TCP_BIND, IMPLICIT_UDP_BIND, REPLY_RECV, REPLY_SEND,
 };
-pub use rule::{
-    AddrPattern, Decision, NamePattern, Pattern, PortRange, Rule, Use, is_implicit_bind_addr,
-    normalise_name, suggest_grant,
-};
+// What the sandbox asks per socket operation; an embedder only sees the decisions.
+pub(crate) use gate::{Gate, SocketOp, Verdict};
+pub(crate) use pattern::normalise_name;
+pub use pattern::{AddrPattern, NamePattern, PortRange};
+pub use rule::{Decision, Pattern, Rule, Use};
+pub(crate) use rule::{is_implicit_bind_addr, suggest_grant};
+pub(crate) use udp_state::{UdpRole, UdpSocketState};
+pub(crate) use values::{line_of, toml_error};
+pub use values::{parse_millis, parse_size, parse_socket_addr};

@@ -40,7 +40,7 @@ impl Default for RestartSettings {
 
 /// What to do after a guest's run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Next {
+pub(super) enum Next {
     /// Start it again after this wait; `restart` counts restarts within the window (from 1).
     Restart { after: Duration, restart: u32 },
     /// Too many restarts within the window.
@@ -49,14 +49,14 @@ pub enum Next {
 
 /// One guest instance's restart history.
 #[derive(Debug)]
-pub struct Backoff {
+pub(super) struct Backoff {
     settings: RestartSettings,
     next_delay: Duration,
     restarts: VecDeque<Instant>,
 }
 
 impl Backoff {
-    pub fn new(settings: RestartSettings) -> Backoff {
+    pub(super) fn new(settings: RestartSettings) -> Backoff {
         Backoff {
             settings,
             next_delay: settings.first_delay,
@@ -65,7 +65,7 @@ impl Backoff {
     }
 
     /// A run that lasted `ran` ended at `now`: restart after a wait, or give up.
-    pub fn after_run(&mut self, now: Instant, ran: Duration) -> Next {
+    pub(super) fn after_run(&mut self, now: Instant, ran: Duration) -> Next {
         if ran >= self.settings.stable_after {
             self.next_delay = self.settings.first_delay;
         }

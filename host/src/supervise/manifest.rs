@@ -2,7 +2,10 @@
 //! rule, instances and policy, and how restarts are paced.
 //!
 //! Every mistake is a load error naming `file:line`, found before anything runs: a manifest
-//! that starts half its guests is worse than one that starts none.
+//! that starts half its guests is worse than one that starts none. The check across guests
+//! (no shared address) is in `sharing`.
+
+mod sharing;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,17 +17,19 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::backoff::RestartSettings;
-use crate::policy::{AddrPattern, LimitsSection, Policy, PolicySection, Use, parse_millis};
-use crate::sandbox::{GuestSource, Transport, overlaps};
+use crate::policy::{LimitsSection, Policy, PolicySection, line_of, parse_millis, toml_error};
+use crate::sandbox::{GuestSource, Transport};
+use sharing::check_no_shared_address;
 
 /// Most instances one guest may ask for (as `run --instances`).
-pub const MAX_INSTANCES: usize = 256;
+pub(crate) const MAX_INSTANCES: usize = 256;
 
 /// A parsed and checked manifest.
 #[derive(Clone, Debug)]
 pub struct Manifest {
     /// The guests in file order.
     pub guests: Vec<GuestSpec>,
+    /// `[supervisor]`: restart waits, the restart cap and the stop grace period.
     pub settings: RestartSettings,
 }
 
@@ -33,19 +38,24 @@ pub struct Manifest {
 pub struct GuestSpec {
     /// The table's name: ready lines, logs and audit lines carry it.
     pub name: String,
+    /// Where its component comes from.
     pub source: GuestSource,
     /// The component as written in the manifest, for `--check`.
     pub component: String,
+    /// The guest's own arguments (`args = [...]`).
     pub args: Vec<String>,
+    /// When it is started again after it ends.
     pub restart: Restart,
+    /// How many instances share its addresses (Linux: `SO_REUSEPORT`).
     pub instances: usize,
+    /// Its grants and limits, as a policy file writes them.
     pub policy: Policy,
     /// A file that gets this guest's decisions (besides `--audit`), resolved like `component`.
     pub audit: Option<PathBuf>,
     /// `file:line` of the table, for errors found later (a component that does not load).
     pub at: String,
     /// `file:line` of each `listen` then `udp` address.
-    address_lines: Vec<String>,
+    pub(super) address_lines: Vec<String>,
 }
 
 impl GuestSpec {
@@ -118,16 +128,7 @@ impl Manifest {
     /// Parses manifest TOML; `file_name` names it in errors, `base` anchors relative paths.
     pub fn parse(text: &str, file_name: &str, base: &Path) -> Result<Manifest> {
         let at = |offset: usize| format!("{file_name}:{}", line_of(text, offset));
-        let raw: RawManifest = toml::from_str(text).map_err(|e| {
-            let message = e
-                .message()
-                .trim_end()
-                .replace("expected a sequence", "expected a list, e.g. [\"...\"]");
-            match e.span() {
-                Some(span) => anyhow!("{}: {message}", at(span.start)),
-                None => anyhow!("{file_name}: {message}"),
-            }
-        })?;
+        let raw: RawManifest = toml::from_str(text).map_err(|e| toml_error(&e, text, file_name))?;
 
         let settings = match &raw.supervisor {
             Some(section) => parse_settings(section, &at)?,
@@ -248,68 +249,6 @@ fn parse_guest(
     })
 }
 
-/// Two guests cannot serve on one address: the second would fail to bind, or with several
-/// instances silently share the first one's clients.
-fn check_no_shared_address(guests: &[GuestSpec]) -> Result<()> {
-    let mut taken: Vec<(Transport, SocketAddr, &str)> = Vec::new();
-    for guest in guests {
-        for (i, (transport, addr)) in guest.addresses().enumerate() {
-            // Port 0 asks for a fresh port each time; it never collides.
-            if addr.port() == 0 {
-                continue;
-            }
-            if let Some((_, _, other)) = taken
-                .iter()
-                .find(|(t, a, other)| *t == transport && overlaps(*a, addr) && *other != guest.name)
-            {
-                let line = guest.address_lines.get(i).unwrap_or(&guest.at);
-                bail!(
-                    "{line}: guest `{}` wants {transport} {addr}, which guest `{other}` already \
-                     has; give each guest its own address (or port 0)",
-                    guest.name
-                );
-            }
-            taken.push((transport, addr, &guest.name));
-        }
-    }
-    // A range another guest may bind in (`allow tcp-listen=`/`udp-bind=`) takes an address
-    // as surely: with instances it could join this guest's port group, without them take the
-    // port while this guest restarts.
-    for guest in guests {
-        for (transport, addr) in guest.addresses().filter(|(_, a)| a.port() != 0) {
-            let use_ = match transport {
-                Transport::Tcp => Use::TcpListen,
-                Transport::Udp => Use::UdpBind,
-            };
-            for other in guests.iter().filter(|g| g.name != guest.name) {
-                let covering = other
-                    .policy
-                    .rules_for(use_)
-                    .find(|r| r.addr_pattern().is_some_and(|p| covers(p, addr)));
-                if let Some(rule) = covering {
-                    bail!(
-                        "{}: guest `{}` may bind {transport} {addr} by {}, but guest `{}` has it; \
-                         give each guest its own addresses",
-                        other.at,
-                        other.name,
-                        rule.source,
-                        guest.name
-                    );
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Whether a socket bound as `pattern` allows could share `addr` (see [`overlaps`]).
-fn covers(pattern: &AddrPattern, addr: SocketAddr) -> bool {
-    let net = pattern.net().addr();
-    pattern.ports().contains(addr.port())
-        && net.is_ipv4() == addr.ip().to_canonical().is_ipv4()
-        && (pattern.matches_ip(addr.ip()) || addr.ip().is_unspecified() || net.is_unspecified())
-}
-
 fn parse_settings(raw: &RawSupervisor, at: &dyn Fn(usize) -> String) -> Result<RestartSettings> {
     let mut settings = RestartSettings::default();
     let millis = |value: &Spanned<toml::Value>, key: &str| -> Result<Duration> {
@@ -359,16 +298,6 @@ fn parse_settings(raw: &RawSupervisor, at: &dyn Fn(usize) -> String) -> Result<R
     Ok(settings)
 }
 
-/// 1-based line of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
-    let offset = offset.min(text.len());
-    text.as_bytes()[..offset]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
-}
-
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 struct RawManifest {
@@ -410,199 +339,4 @@ struct RawSupervisor {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Manifest> {
-        Manifest::parse(text, "up.toml", Path::new("/nowhere"))
-    }
-
-    fn error(text: &str) -> String {
-        format!("{:#}", parse(text).expect_err("the manifest must not load"))
-    }
-
-    #[test]
-    fn the_contract_example_loads() {
-        let manifest = parse(
-            r#"
-[guests.echo]
-component = "echo"
-listen = ["127.0.0.1:7000"]
-[guests.clock]
-component = "time"
-udp = ["127.0.0.1:9000"]
-restart = "on-failure"
-instances = 2
-[guests.clock.limits]
-max-memory = "32MiB"
-"#,
-        )
-        .unwrap();
-        let names: Vec<_> = manifest.guests.iter().map(|g| g.name.as_str()).collect();
-        assert_eq!(names, ["echo", "clock"], "file order, not alphabetical");
-        let clock = &manifest.guests[1];
-        assert_eq!(clock.restart, Restart::OnFailure);
-        assert_eq!(clock.instances, 2);
-        assert_eq!(clock.policy.limits.max_memory, Some(32 << 20));
-        assert_eq!(clock.policy.udp, ["127.0.0.1:9000".parse().unwrap()]);
-        assert_eq!(manifest.guests[0].restart, Restart::Never);
-        assert_eq!(manifest.settings, RestartSettings::default());
-        assert_eq!(
-            clock.summary(),
-            "clock component=time udp=127.0.0.1:9000 restart=on-failure instances=2"
-        );
-    }
-
-    #[test]
-    fn rules_name_the_manifest_line() {
-        let manifest =
-            parse("[guests.p]\ncomponent = \"proxy\"\nallow = [\"dns=*.test\"]\n").unwrap();
-        assert_eq!(
-            manifest.guests[0].policy.rules[0].source,
-            "up.toml:3: allow \"dns=*.test\""
-        );
-    }
-
-    #[test]
-    fn relative_component_paths_are_taken_from_the_manifest_directory() {
-        let dir = std::env::temp_dir().join(format!("sockbox-manifest-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("g")).unwrap();
-        std::fs::write(dir.join("g/x.wasm"), b"").unwrap();
-        let manifest = Manifest::parse(
-            "[guests.x]\ncomponent = \"g/x.wasm\"\naudit = \"x.jsonl\"\n",
-            "up.toml",
-            &dir,
-        )
-        .unwrap();
-        assert!(
-            matches!(&manifest.guests[0].source, GuestSource::File(p) if *p == dir.join("g/x.wasm"))
-        );
-        assert_eq!(manifest.guests[0].audit, Some(dir.join("x.jsonl")));
-        std::fs::remove_dir_all(dir).ok();
-    }
-
-    #[test]
-    fn supervisor_settings_override_the_defaults() {
-        let manifest = parse(
-            "[supervisor]\nrestart-delay = 20\nmax-restart-delay = \"1s\"\nmax-restarts = 0\n\
-             stable-after = \"2s\"\nrestart-window = \"30s\"\nstop-grace = \"500ms\"\n\
-             [guests.e]\ncomponent = \"echo\"\n",
-        )
-        .unwrap();
-        let s = manifest.settings;
-        assert_eq!(s.first_delay, Duration::from_millis(20));
-        assert_eq!(s.max_delay, Duration::from_secs(1));
-        assert_eq!(s.max_restarts, 0);
-        assert_eq!(s.stable_after, Duration::from_secs(2));
-        assert_eq!(s.window, Duration::from_secs(30));
-        assert_eq!(s.grace, Duration::from_millis(500));
-    }
-
-    #[test]
-    fn mistakes_are_load_errors_naming_the_line() {
-        let cases = [
-            (
-                "[guests.e]\ncomponent = \"echo\"\nbogus = 1\n",
-                "up.toml:3: unknown field `bogus`",
-            ),
-            (
-                "[guests.e]\nlisten = [\"127.0.0.1:0\"]\n",
-                "up.toml:1: guest `e` has no component",
-            ),
-            (
-                "[guests.e]\ncomponent = \"echo\"\nrestart = \"often\"\n",
-                "up.toml:3: guest `e`: restart must be",
-            ),
-            ("# empty\n", "up.toml: no guests"),
-            (
-                "[guests.e]\ncomponent = \"nope\"\n",
-                "up.toml:2: guest `e`: no built-in guest named `nope`",
-            ),
-            (
-                "[guests.e]\ncomponent = \"g/nope.wasm\"\n",
-                "up.toml:2: guest `e`: component /nowhere/g/nope.wasm does not exist",
-            ),
-            (
-                "[guests.e]\ncomponent = \"echo\"\nlisten = [\"127.0.0.1\"]\n",
-                "up.toml:3: listen: expected ip:port",
-            ),
-            (
-                "[guests.e]\ncomponent = \"echo\"\ninstances = 0\n",
-                "up.toml:3: guest `e`: instances must be",
-            ),
-            (
-                "[guests.\"a b\"]\ncomponent = \"echo\"\n",
-                "up.toml:1: guest name \"a b\"",
-            ),
-            (
-                "[supervisor]\nrestart-delay = \"soon\"\n[guests.e]\ncomponent = \"echo\"\n",
-                "up.toml:2: restart-delay",
-            ),
-            (
-                "[guest.e]\ncomponent = \"echo\"\n",
-                "up.toml:1: unknown field `guest`",
-            ),
-            (
-                "[guests.a]\ncomponent = \"echo\"\nlisten = [\"127.0.0.1:7000\"]\n\
-                 [guests.b]\ncomponent = \"echo\"\nlisten = [\"127.0.0.1:7001\",\n  \"0.0.0.0:7000\"]\n",
-                "up.toml:7: guest `b` wants tcp 0.0.0.0:7000, which guest `a` already has",
-            ),
-        ];
-        for (text, expected) in cases {
-            let message = error(text);
-            assert!(
-                message.starts_with(expected),
-                "{text:?}\n  gave: {message}\n  want: {expected}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_range_another_guest_may_bind_in_cannot_cover_an_address() {
-        // Issue 14, item 11: b's range covered a's port, so b's instances could join a's group.
-        let cases = [
-            (
-                "tcp-listen=127.0.0.1:7000-7010",
-                "listen",
-                "tcp 127.0.0.1:7005",
-            ),
-            (
-                "tcp-listen=127.0.0.0/8:7005",
-                "listen",
-                "tcp 127.0.0.1:7005",
-            ),
-            ("tcp-listen=0.0.0.0:7005", "listen", "tcp 127.0.0.1:7005"),
-            ("udp-bind=127.0.0.1:7000-7010", "udp", "udp 127.0.0.1:7005"),
-        ];
-        for (grant, key, named) in cases {
-            let text = format!(
-                "[guests.a]\ncomponent = \"echo\"\n{key} = [\"127.0.0.1:7005\"]\n\
-                 [guests.b]\ncomponent = \"echo\"\ninstances = 2\nallow = [\"{grant}\"]\n"
-            );
-            let message = error(&text);
-            let want = format!("up.toml:4: guest `b` may bind {named} by up.toml:7: allow");
-            assert!(message.starts_with(&want), "{grant}: {message}");
-        }
-        // Another port, transport or family is fine.
-        for grant in [
-            "tcp-listen=127.0.0.1:7006-7010",
-            "udp-bind=127.0.0.1:7005",
-            "tcp-listen=[::]:7005",
-        ] {
-            parse(&format!(
-                "[guests.a]\ncomponent = \"echo\"\nlisten = [\"127.0.0.1:7005\"]\n\
-                 [guests.b]\ncomponent = \"echo\"\nallow = [\"{grant}\"]\n"
-            ))
-            .unwrap();
-        }
-    }
-
-    #[test]
-    fn the_same_port_on_both_transports_or_port_zero_twice_is_fine() {
-        parse(
-            "[guests.a]\ncomponent = \"time\"\nlisten = [\"127.0.0.1:7000\", \"127.0.0.1:0\"]\n\
-             [guests.b]\ncomponent = \"time\"\nudp = [\"127.0.0.1:7000\"]\nlisten = [\"127.0.0.1:0\"]\n",
-        )
-        .unwrap();
-    }
-}
+mod tests;

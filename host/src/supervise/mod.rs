@@ -1,144 +1,35 @@
 //! `sockbox up`: several guests in one process, each with its own policy, limits, store and
 //! audit stream, started again when they fail and given up when they keep failing.
 //!
-//! Every guest instance is supervised by its own tokio task around its own [`RunningGuest`],
+//! Every guest instance is supervised by its own tokio task around its own [`RunningGuest`](crate::RunningGuest),
 //! so a guest that traps, exits, runs out of memory or spins ends only its own task; the
 //! others keep serving. The supervisor reports what happens as [`Event`]s (the CLI prints
 //! `ready` lines on stdout and the rest on stderr) and returns how each instance ended.
 //!
+//! Here: the group (every guest of the manifest started side by side, stopped together).
 //! - `manifest`: the TOML manifest, checked before anything runs.
+//! - `instance`: one instance's restart loop, its ready sockets and its stop.
 //! - `backoff`: restart waits, the stable-run reset and the restart cap.
+//! - `events`: what the supervisor reports, and how each instance ended.
 
 mod backoff;
+mod events;
+mod instance;
 mod manifest;
 
-use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use futures::FutureExt;
 use tokio::sync::watch;
 
 use crate::audit::AuditLog;
 use crate::guest::Guest;
-use crate::policy::Policy;
-use crate::sandbox::{
-    CompileCache, GuestExit, ReadySocket, RunningGuest, Sandbox, SandboxBuilder, Transport,
-};
-pub use backoff::{Backoff, Next, RestartSettings};
-pub use manifest::{GuestSpec, MAX_INSTANCES, Manifest, Restart};
-
-/// What the supervisor reports as it goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// A socket of guest `guest` is ready: the contract's `ready tcp 127.0.0.1:7000 echo`.
-    Ready { guest: String, socket: ReadySocket },
-    /// An instance started (`run` counts its starts from 1).
-    Started { instance: String, run: u32 },
-    /// An instance's run ended by itself; `how` says how.
-    Ended {
-        instance: String,
-        how: String,
-        failed: bool,
-    },
-    /// It is started again after `after`; `restart` of at most `max` within the window.
-    Restarting {
-        instance: String,
-        after: Duration,
-        restart: u32,
-        max: u32,
-    },
-    /// It failed too often within the window and stays down.
-    GaveUp {
-        instance: String,
-        restarts: u32,
-        window: Duration,
-    },
-    /// Every guest is being asked to stop.
-    Stopping,
-}
-
-impl Event {
-    /// The `ready` line for stdout, if this is one.
-    pub fn ready_line(&self) -> Option<String> {
-        match self {
-            Event::Ready { guest, socket } => Some(format!("ready {socket} {guest}")),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Event {
-    /// The log line (without a `sockbox:` prefix).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Event::Ready { guest, socket } => write!(f, "guest `{guest}` ready on {socket}"),
-            Event::Started { instance, run: 1 } => write!(f, "guest `{instance}` started"),
-            Event::Started { instance, run } => {
-                write!(f, "guest `{instance}` started (run {run})")
-            }
-            Event::Ended { instance, how, .. } => write!(f, "guest `{instance}` {how}"),
-            Event::Restarting {
-                instance,
-                after,
-                restart,
-                max,
-            } => write!(
-                f,
-                "guest `{instance}` restarting in {after:?} (restart {restart} of at most {max} \
-                 within the window)"
-            ),
-            Event::GaveUp {
-                instance,
-                restarts,
-                window,
-            } => write!(
-                f,
-                "guest `{instance}` given up: it ended again after {restarts} restarts within \
-                 {window:?}; the other guests keep running"
-            ),
-            Event::Stopping => f.write_str("asking every guest to stop"),
-        }
-    }
-}
-
-/// How one instance ended for good.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Ending {
-    /// It returned cleanly and is not restarted.
-    Clean,
-    /// It was stopped by [`Supervisor::run`]'s stop signal (cleanly, or killed because it
-    /// does not import `control`).
-    Stopped,
-    /// It failed and its restart rule does not start it again (or it failed while stopping).
-    Failed(String),
-    /// It failed too often and was given up.
-    GaveUp(String),
-}
-
-impl Ending {
-    pub fn is_failure(&self) -> bool {
-        matches!(self, Ending::Failed(_) | Ending::GaveUp(_))
-    }
-}
-
-/// How every instance ended, in manifest order.
-#[derive(Debug)]
-pub struct Outcome {
-    pub endings: Vec<(String, Ending)>,
-}
-
-impl Outcome {
-    /// No instance failed for good.
-    pub fn succeeded(&self) -> bool {
-        !self.endings.iter().any(|(_, ending)| ending.is_failure())
-    }
-}
-
-/// Where events go: called from the instances' tasks.
-pub type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
+use crate::sandbox::{CompileCache, Sandbox, SandboxBuilder};
+pub use backoff::RestartSettings;
+pub use events::{Ending, Event, EventSink, Outcome};
+use instance::{PortPin, Slot};
+pub use manifest::{GuestSpec, Manifest, Restart};
 
 /// Runs a [`Manifest`]'s guests.
 pub struct Supervisor {
@@ -153,6 +44,8 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
+    /// A supervisor of `manifest`'s guests, with no audit log, no compile cache, denials not
+    /// printed and output passed through.
     pub fn new(manifest: Manifest) -> Supervisor {
         Supervisor {
             audit_log: None,
@@ -164,6 +57,7 @@ impl Supervisor {
         }
     }
 
+    /// The manifest it runs.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
@@ -174,6 +68,7 @@ impl Supervisor {
         self
     }
 
+    /// Where compiled components are kept between runs (default: compile in memory only).
     pub fn compile_cache(mut self, cache: CompileCache) -> Self {
         self.compile_cache = cache;
         self.guests = self
@@ -300,217 +195,5 @@ impl Supervisor {
             })
             .collect();
         Ok(Outcome { endings })
-    }
-}
-
-/// The ports a guest's first instance got for its port-0 grants, which every later start
-/// (restarts, further instances) is pinned to.
-#[derive(Clone, Debug)]
-enum PortPin {
-    Waiting,
-    Pinned(Policy),
-    /// The first instance ended for good without serving.
-    Never,
-}
-
-/// One instance of one guest and everything needed to start it again.
-struct Slot {
-    guest: String,
-    instance: String,
-    index: usize,
-    builder: SandboxBuilder,
-    policy: Policy,
-    restart: Restart,
-    settings: RestartSettings,
-    pin: Arc<watch::Sender<PortPin>>,
-    events: EventSink,
-}
-
-impl Slot {
-    fn has_port_zero(&self) -> bool {
-        let zero = |a: &std::net::SocketAddr| a.port() == 0;
-        self.policy.listen.iter().any(zero) || self.policy.udp.iter().any(zero)
-    }
-
-    /// Runs the instance, restarting it as its rule says, until it ends for good or
-    /// `stopping` turns true.
-    async fn supervise(self, mut stopping: watch::Receiver<bool>) -> Ending {
-        // Further instances share the first one's ports, so they wait until it has them.
-        if self.index > 0 && self.has_port_zero() {
-            let mut pin = self.pin.subscribe();
-            tokio::select! {
-                pinned = pin.wait_for(|p| !matches!(p, PortPin::Waiting)) => {
-                    if matches!(pinned.as_deref(), Ok(PortPin::Never) | Err(_)) {
-                        return Ending::Failed(
-                            "not started: the first instance never got its ports".into(),
-                        );
-                    }
-                }
-                _ = stopping.wait_for(|s| *s) => return Ending::Stopped,
-            }
-        }
-        let ending = self.run_until_final(&mut stopping).await;
-        if self.index == 0 {
-            self.pin.send_if_modified(|p| {
-                let waiting = matches!(p, PortPin::Waiting);
-                if waiting {
-                    *p = PortPin::Never;
-                }
-                waiting
-            });
-        }
-        ending
-    }
-
-    async fn run_until_final(&self, stopping: &mut watch::Receiver<bool>) -> Ending {
-        let mut backoff = Backoff::new(self.settings);
-        let mut run = 0;
-        loop {
-            run += 1;
-            let policy = match &*self.pin.borrow() {
-                PortPin::Pinned(policy) => policy.clone(),
-                _ => self.policy.clone(),
-            };
-            let started = Instant::now();
-            let builder = self.builder.clone().policy(policy).name(&self.instance);
-            let exit = match builder.start().await {
-                Ok(mut guest) => {
-                    (self.events)(Event::Started {
-                        instance: self.instance.clone(),
-                        run,
-                    });
-                    if self.serve(&mut guest, run, stopping).await {
-                        return self.stop(guest).await;
-                    }
-                    guest.finish(Duration::ZERO).await
-                }
-                Err(err) => GuestExit::Trapped(err.context("cannot start it")),
-            };
-            let failed = !exit.is_clean();
-            let how = exit.to_string();
-            (self.events)(Event::Ended {
-                instance: self.instance.clone(),
-                how: how.clone(),
-                failed,
-            });
-            let again = match self.restart {
-                Restart::Never => false,
-                Restart::OnFailure => failed,
-                Restart::Always => true,
-            };
-            if !again {
-                return if failed {
-                    Ending::Failed(how)
-                } else {
-                    Ending::Clean
-                };
-            }
-            match backoff.after_run(Instant::now(), started.elapsed()) {
-                Next::GiveUp => {
-                    (self.events)(Event::GaveUp {
-                        instance: self.instance.clone(),
-                        restarts: self.settings.max_restarts,
-                        window: self.settings.window,
-                    });
-                    return Ending::GaveUp(how);
-                }
-                Next::Restart { after, restart } => {
-                    (self.events)(Event::Restarting {
-                        instance: self.instance.clone(),
-                        after,
-                        restart,
-                        max: self.settings.max_restarts,
-                    });
-                    tokio::select! {
-                        () = tokio::time::sleep(after) => {}
-                        _ = stopping.wait_for(|s| *s) => return Ending::Stopped,
-                    }
-                }
-            }
-        }
-    }
-
-    /// Reports the guest's sockets until it ends (false) or the supervisor stops (true).
-    async fn serve(
-        &self,
-        guest: &mut RunningGuest,
-        run: u32,
-        stopping: &mut watch::Receiver<bool>,
-    ) -> bool {
-        let mut sockets = guest.socket_watch();
-        let mut seen = Vec::new();
-        let stopped = loop {
-            tokio::select! {
-                _ = stopping.wait_for(|s| *s) => break true,
-                () = guest.wait() => break false,
-                Some(socket) = sockets.next() => self.socket_ready(socket, run, &mut seen),
-            }
-        };
-        // A socket readied just before the end is still reported (and pins its port).
-        while let Some(Some(socket)) = sockets.next().now_or_never() {
-            self.socket_ready(socket, run, &mut seen);
-        }
-        if self.index == 0 && !seen.is_empty() {
-            self.pin_ports(&seen);
-        }
-        stopped
-    }
-
-    fn socket_ready(&self, socket: ReadySocket, run: u32, seen: &mut Vec<ReadySocket>) {
-        // Further instances share the first one's sockets; their first ready lines would
-        // only repeat its lines.
-        if self.index == 0 || run > 1 {
-            (self.events)(Event::Ready {
-                guest: self.guest.clone(),
-                socket,
-            });
-        }
-        seen.push(socket);
-        if self.index == 0 && seen.len() == self.policy.listen.len() + self.policy.udp.len() {
-            self.pin_ports(seen);
-        }
-    }
-
-    /// Pins the port-0 grants to the ports this first run got, once.
-    fn pin_ports(&self, sockets: &[ReadySocket]) {
-        let addrs = |t: Transport| -> Vec<_> {
-            (sockets.iter().filter(|s| s.transport == t))
-                .map(|s| s.addr)
-                .collect()
-        };
-        let pinned = self
-            .policy
-            .pinned_to(&addrs(Transport::Tcp), &addrs(Transport::Udp));
-        self.pin.send_if_modified(|p| {
-            let waiting = matches!(p, PortPin::Waiting);
-            if waiting {
-                *p = PortPin::Pinned(pinned);
-            }
-            waiting
-        });
-    }
-
-    /// Asks the guest to stop; one without `control` cannot be asked and is killed, which is
-    /// what stopping it meant.
-    async fn stop(&self, mut guest: RunningGuest) -> Ending {
-        guest.request_shutdown();
-        let grace = if guest.uses_control() {
-            self.settings.grace
-        } else {
-            Duration::ZERO
-        };
-        match guest.finish(grace).await {
-            GuestExit::Clean => Ending::Stopped,
-            GuestExit::Killed if !guest.uses_control() => Ending::Stopped,
-            other => {
-                let how = other.to_string();
-                (self.events)(Event::Ended {
-                    instance: self.instance.clone(),
-                    how: how.clone(),
-                    failed: true,
-                });
-                Ending::Failed(how)
-            }
-        }
     }
 }

@@ -1,11 +1,13 @@
-//! Conversions between `std::net` addresses and WASI's.
+//! Conversions between `std::net` addresses and WASI's: the SDK's sockets use them, and so do
+//! the test guests that call `wasi:sockets` directly (hostile, chaos), rather than keep copies.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use wasip2::sockets::network::{
     IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, Ipv6SocketAddress,
 };
 
-pub(crate) fn from_wasi(addr: IpSocketAddress) -> SocketAddr {
+/// A WASI socket address as `std`'s (flow info and scope id kept).
+pub fn from_wasi(addr: IpSocketAddress) -> SocketAddr {
     match addr {
         IpSocketAddress::Ipv4(Ipv4SocketAddress {
             address: (a, b, c, d),
@@ -23,7 +25,8 @@ pub(crate) fn from_wasi(addr: IpSocketAddress) -> SocketAddr {
     }
 }
 
-pub(crate) fn to_wasi(addr: SocketAddr) -> IpSocketAddress {
+/// A `std` socket address as WASI's (flow info and scope id kept).
+pub fn to_wasi(addr: SocketAddr) -> IpSocketAddress {
     match addr {
         SocketAddr::V4(v4) => {
             let [a, b, c, d] = v4.ip().octets();
@@ -44,7 +47,8 @@ pub(crate) fn to_wasi(addr: SocketAddr) -> IpSocketAddress {
     }
 }
 
-pub(crate) fn family(addr: SocketAddr) -> IpAddressFamily {
+/// The WASI address family of `addr`, for creating a socket that can bind or reach it.
+pub fn family(addr: SocketAddr) -> IpAddressFamily {
     match addr {
         SocketAddr::V4(_) => IpAddressFamily::Ipv4,
         SocketAddr::V6(_) => IpAddressFamily::Ipv6,

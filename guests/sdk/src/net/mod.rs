@@ -6,7 +6,7 @@
 //! of a [`TcpStream`] share one reference-counted connection, so the socket goes last no
 //! matter which half a guest drops first.
 
-pub(crate) mod addr;
+pub mod addr;
 mod tcp;
 mod udp;
 
