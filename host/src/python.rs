@@ -36,21 +36,9 @@ const WIT: &[(&str, &str)] = &[
     ),
 ];
 
-/// The support package every Python guest may import, relative to its Python path entry.
-const SUPPORT: &[(&str, &str)] = &[
-    (
-        "sockbox_guest/__init__.py",
-        include_str!("../../guests/python/sockbox_guest/__init__.py"),
-    ),
-    (
-        "sockbox_guest/_loop.py",
-        include_str!("../../guests/python/sockbox_guest/_loop.py"),
-    ),
-    (
-        "sockbox_guest/_net.py",
-        include_str!("../../guests/python/sockbox_guest/_net.py"),
-    ),
-];
+/// The support package every Python guest may import, relative to its Python path entry
+/// (the list lives beside the package).
+const SUPPORT: &[(&str, &str)] = include!("../../guests/python/support_files.rs");
 
 /// Python modules people name a tutorial script after; a guest module of that name would hide
 /// the standard library's own (the support package imports several of them).
