@@ -285,6 +285,81 @@ async fn a_denied_connect_is_a_permission_error_in_python_and_audited() {
     stop_clean(guest).await;
 }
 
+/// Writes `pieces` one at a time, a moment apart, so the guest sees them as separate reads.
+async fn send_split(client: &mut BufReader<TcpStream>, pieces: &[&[u8]]) {
+    for piece in pieces {
+        client.get_mut().write_all(piece).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+}
+
+async fn read_line(client: &mut BufReader<TcpStream>) -> String {
+    let mut line = String::new();
+    tokio::time::timeout(PATIENCE, client.read_line(&mut line))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    line
+}
+
+#[tokio::test]
+async fn start_server_serves_asyncio_streams_on_every_granted_address() {
+    let (guest, sockets) = start_py(
+        "tests/e2e/python/streams.py",
+        policy(&["127.0.0.1:0", "[::1]:0"], &[], &[]),
+    )
+    .await;
+    assert_eq!(sockets.len(), 2, "{sockets:?}");
+    let listening: Vec<String> = sockets.iter().map(|s| s.addr.to_string()).collect();
+    for socket in &sockets {
+        let stream = TcpStream::connect(socket.addr).await.unwrap();
+        let me = stream.local_addr().unwrap();
+        let mut client = BufReader::new(stream);
+        assert_eq!(request(&mut client, "peer").await, format!("peer {me}\n"));
+        let sockname = format!("sockname {}\n", socket.addr);
+        assert_eq!(request(&mut client, "sockname").await, sockname);
+        let all = format!("sockets {}\n", listening.join(" "));
+        assert_eq!(request(&mut client, "sockets").await, all);
+    }
+
+    let stream = TcpStream::connect(sockets[0].addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut client = BufReader::new(stream);
+    // The old names are the new classes.
+    assert_eq!(request(&mut client, "names").await, "aliases True\n");
+    assert_eq!(request(&mut client, "lines").await, "one\n");
+    assert_eq!(read_line(&mut client).await, "two\n");
+    // readexactly and readuntil (a separator split between writes) wait for the rest.
+    send_split(&mut client, &[b"exactly 10\nabc", b"defg", b"hij"]).await;
+    assert_eq!(read_line(&mut client).await, "exactly abcdefghij\n");
+    send_split(&mut client, &[b"until -;-\nx-", b";", b"-"]).await;
+    assert_eq!(read_line(&mut client).await, "until x-;-\n");
+    // The client closes before the bytes it announced: IncompleteReadError, then EOF.
+    send_split(&mut client, &[b"exactly 5\nab"]).await;
+    client.get_mut().shutdown().await.unwrap();
+    let mut rest = String::new();
+    tokio::time::timeout(PATIENCE, client.read_to_string(&mut rest))
+        .await
+        .expect("closed in time")
+        .unwrap();
+    assert_eq!(rest, "incomplete 2 5 eof=True\n");
+
+    // Past the reader's limit (1024, given to start_server): LimitOverrunError.
+    let mut client = BufReader::new(TcpStream::connect(sockets[1].addr).await.unwrap());
+    let long = [b"until ;\n".as_slice(), &[b'a'; 2000]].concat();
+    client.get_mut().write_all(&long).await.unwrap();
+    assert_eq!(read_line(&mut client).await, "overrun\n");
+
+    // write_eof half-closes: the client sees EOF while its own side is still open.
+    let mut client = BufReader::new(TcpStream::connect(sockets[1].addr).await.unwrap());
+    assert_eq!(request(&mut client, "eof").await, "bye True\n");
+    assert_eq!(read_line(&mut client).await, "", "EOF after write_eof");
+    drop(client);
+
+    // serve_forever returns when the host asks the guest to stop: a clean exit.
+    stop_clean(guest).await;
+}
+
 #[test]
 fn sockbox_run_builds_and_serves_a_py_file() {
     // The same cache as `sockbox build`: the second build of unchanged sources is a lookup.
