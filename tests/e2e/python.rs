@@ -361,6 +361,33 @@ async fn start_server_serves_asyncio_streams_on_every_granted_address() {
 }
 
 #[test]
+fn every_public_name_of_sockbox_guest_is_in_the_guide() {
+    let init = std::fs::read_to_string(repo().join("guests/python/sockbox_guest/__init__.py"))
+        .expect("read __init__.py");
+    let all = init
+        .split_once("__all__ = [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .expect("__init__.py has __all__")
+        .0;
+    let names: Vec<&str> = all
+        .split(',')
+        .map(|name| name.trim().trim_matches('"'))
+        .filter(|name| !name.is_empty())
+        .collect();
+    assert!(names.contains(&"start_server"), "{names:?}");
+    let guide = std::fs::read_to_string(repo().join("docs/writing-guests.md")).unwrap();
+    let python = guide
+        .split_once("# Writing a guest in Python")
+        .expect("the guide has a Python part")
+        .1;
+    let missing: Vec<_> = names
+        .iter()
+        .filter(|name| !python.contains(&format!("`{name}")))
+        .collect();
+    assert!(missing.is_empty(), "not in writing-guests.md: {missing:?}");
+}
+
+#[test]
 fn sockbox_run_builds_and_serves_a_py_file() {
     // The same cache as `sockbox build`: the second build of unchanged sources is a lookup.
     python_guest("guests/python/echo.py");
