@@ -322,6 +322,36 @@ async fn start_server_serves_asyncio_streams_on_every_granted_address() {
         assert_eq!(request(&mut client, "sockets").await, all);
     }
 
+    // start_server's host and port pick among the --listen grants; both given, the host's
+    // policy decides (port-0 grants allow port 0 only).
+    let mut client = BufReader::new(TcpStream::connect(sockets[0].addr).await.unwrap());
+    let listening = |answer: String| -> Vec<std::net::SocketAddr> {
+        let addrs = answer
+            .strip_prefix("listening ")
+            .expect(&answer)
+            .split_whitespace();
+        addrs.map(|a| a.parse().expect(a)).collect()
+    };
+    let v6 = listening(request(&mut client, "listen ::1 -").await);
+    assert!(
+        v6.len() == 1 && v6[0].ip() == sockets[1].addr.ip(),
+        "{v6:?}"
+    );
+    assert!(v6[0].port() != 0 && v6[0] != sockets[1].addr, "{v6:?}");
+    let both = listening(request(&mut client, "listen - 0").await);
+    let ips: Vec<_> = both.iter().map(|a| a.ip()).collect();
+    assert_eq!(ips, [sockets[0].addr.ip(), sockets[1].addr.ip()]);
+    for (line, answer) in [
+        ("listen 10.9.8.7 -", "error OSError -\n"),
+        ("listen - 7", "error OSError -\n"),
+        (
+            "listen 127.0.0.1 9",
+            "error PermissionError access-denied\n",
+        ),
+    ] {
+        assert_eq!(request(&mut client, line).await, answer, "{line}");
+    }
+
     let stream = TcpStream::connect(sockets[0].addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
     let mut client = BufReader::new(stream);

@@ -53,15 +53,16 @@ async def start_server(
 
 
 async def _addresses_to_listen_on(host, port):
+    """What `start_server` binds: `host` and `port` against the `--listen` grants."""
     hosts = [] if host in (None, "") else [host] if isinstance(host, str) else list(host)
+    ips = [ip for name in hosts for ip in await resolve(name)]
     if hosts and port is not None:
-        return [(str(ip), port) for name in hosts for ip in await resolve(name)]
-    ips = {ip for name in hosts for ip in await resolve(name)}
+        return [(str(ip), port) for ip in ips]
     granted = control.listen_addresses()
     matching = [
         address
         for address in granted
-        if (not ips or ipaddress.ip_address(from_wasi(address)[0]) in ips)
+        if (not hosts or ipaddress.ip_address(from_wasi(address)[0]) in ips)
         and (port is None or from_wasi(address)[1] == port)
     ]
     if not matching:

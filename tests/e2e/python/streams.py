@@ -2,7 +2,8 @@
 command line. `exactly N` reads N bytes, `until SEP` up to SEP (the reader's limit is 1024);
 the answer is the bytes read, or `incomplete GOT WANTED eof=AT_EOF` when the client closed
 first, or `overrun` past the limit (both end the connection). `peer`, `sockname` and `sockets`
-tell addresses; `names` checks the old names; `lines` uses writelines; `eof` half-closes."""
+tell addresses; `listen HOST PORT` (`-` for None) what another start_server binds; `names`
+checks the old names; `lines` uses writelines; `eof` half-closes."""
 
 import asyncio
 
@@ -14,6 +15,19 @@ server = None
 def show(address):
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def listen(host, port):
+    """`start_server` with a host and port (`-` for None): where it listens, or its error."""
+    host = None if host == "-" else host
+    port = None if port == "-" else int(port)
+    try:
+        other = await start_server(answer, host, port, start_serving=False)
+    except OSError as e:
+        return f"error {type(e).__name__} {getattr(e, 'wasi_code', '-')}\n".encode()
+    shown = " ".join(show(s.getsockname()) for s in other.sockets)
+    other.close()
+    return f"listening {shown}\n".encode()
 
 
 async def answer(reader, writer):
@@ -34,6 +48,8 @@ async def answer(reader, writer):
                 same = Reader is StreamReader and Writer is StreamWriter
                 old = isinstance(reader, Reader) and isinstance(writer, Writer)
                 writer.write(f"aliases {same and old}\n".encode())
+            elif command == "listen":
+                writer.write(await listen(*argument.split()))
             elif command == "lines":
                 writer.writelines([b"one\n", b"two\n"])
             elif command == "eof":
