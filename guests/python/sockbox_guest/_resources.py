@@ -28,12 +28,20 @@ def drop(*resources):
             resource.__exit__(None, None, None)
 
 
-def owner(owner, *resources):
-    """Makes `owner` responsible for `resources`: they are dropped in the order given when it
+def owner(holder, *resources):
+    """Makes `holder` responsible for `resources`: they are dropped in the order given when it
     is closed (calling the returned function) or collected, whichever comes first.
 
-    The finalizer, not the owner, holds the resources, so they stay reachable until it runs.
+    The finalizer, not the holder, keeps the resources, so they stay reachable until it runs.
     A `__del__` would not do: when the garbage collector frees a reference cycle (a frame
     kept by a traceback, say), it releases the bindings' own handles first, in no order, and
     a socket dropped before its streams traps the whole guest."""
-    return weakref.finalize(owner, drop, *resources)
+    return weakref.finalize(holder, drop, *resources)
+
+
+def owner_of_streams(holder, socket, first, second):
+    """Makes `holder` responsible for a socket and its two streams (TCP's input and output,
+    UDP's incoming and outgoing): it drops a pollable of each stream, the streams, then the
+    socket. Returns the two pollables and the function that closes."""
+    pollables = first.subscribe(), second.subscribe()
+    return (*pollables, owner(holder, *pollables, first, second, socket))

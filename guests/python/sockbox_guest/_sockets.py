@@ -8,18 +8,24 @@ from wit_world.imports.network import ErrorCode
 from ._addresses import family
 from ._errors import socket_error
 from ._loop import when_ready
-from ._resources import drop
+from ._resources import drop, network
 
 
-async def finish(pollable, finish, what):
+async def finish(pollable, finish_step, what):
     """Completes a WASI `start-*`/`finish-*` pair, waiting while the host says would-block."""
     while True:
         try:
-            return finish()
+            return finish_step()
         except Err as e:
             if e.value != ErrorCode.WOULD_BLOCK:
                 raise socket_error(e, what) from None
         await when_ready(pollable)
+
+
+async def bind(socket, pollable, wasi_address, what):
+    """Binds a new TCP or UDP socket to `wasi_address`."""
+    socket.start_bind(network(), wasi_address)
+    await finish(pollable, socket.finish_bind, what)
 
 
 async def open_socket(create, wasi_address, create_what, setup, setup_what):

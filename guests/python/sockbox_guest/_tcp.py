@@ -9,8 +9,8 @@ from ._addresses import from_wasi, show, wasi_and_shown
 from ._dns import resolve
 from ._errors import socket_error
 from ._loop import when_ready
-from ._resources import drop, network, owner
-from ._sockets import finish, open_socket
+from ._resources import drop, network, owner, owner_of_streams
+from ._sockets import bind, finish, open_socket
 from ._streams import LINE_LIMIT, StreamReader, StreamWriter
 
 
@@ -28,8 +28,7 @@ class Listener:
         wasi_address, shown = wasi_and_shown(address)
 
         async def setup(socket, pollable):
-            socket.start_bind(network(), wasi_address)
-            await finish(pollable, socket.finish_bind, f"bind {shown}")
+            await bind(socket, pollable, wasi_address, f"bind {shown}")
             socket.start_listen()
             await finish(pollable, socket.finish_listen, f"listen on {shown}")
 
@@ -71,9 +70,9 @@ class Connection:
         self._socket = socket
         self._input = input
         self._output = output
-        self._readable = input.subscribe()
-        self._writable = output.subscribe()
-        self._release = owner(self, self._readable, self._writable, input, output, socket)
+        self._readable, self._writable, self._release = owner_of_streams(
+            self, socket, input, output
+        )
         try:
             self.peer = from_wasi(socket.remote_address())
             self.local = from_wasi(socket.local_address())

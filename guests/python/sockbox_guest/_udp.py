@@ -12,8 +12,8 @@ from wit_world.imports import udp, udp_create_socket
 from ._addresses import from_wasi, show, to_wasi, wasi_and_shown
 from ._errors import complain, socket_error
 from ._loop import when_ready
-from ._resources import drop, network, owner
-from ._sockets import finish, open_socket
+from ._resources import drop, owner_of_streams
+from ._sockets import bind, open_socket
 
 MAX_DATAGRAM = 65_507  # the largest UDP payload over IPv4
 
@@ -25,9 +25,9 @@ class DatagramEndpoint:
         self._socket = socket
         self._incoming = incoming
         self._outgoing = outgoing
-        self._receivable = incoming.subscribe()
-        self._sendable = outgoing.subscribe()
-        self._release = owner(self, self._receivable, self._sendable, incoming, outgoing, socket)
+        self._receivable, self._sendable, self._release = owner_of_streams(
+            self, socket, incoming, outgoing
+        )
         self.address = from_wasi(socket.local_address())
 
     @classmethod
@@ -35,8 +35,7 @@ class DatagramEndpoint:
         wasi_address, shown = wasi_and_shown(address)
 
         async def setup(socket, pollable):
-            socket.start_bind(network(), wasi_address)
-            await finish(pollable, socket.finish_bind, f"bind UDP {shown}")
+            await bind(socket, pollable, wasi_address, f"bind UDP {shown}")
             return socket.stream(None)
 
         socket, pollable, (incoming, outgoing) = await open_socket(
