@@ -30,7 +30,8 @@ async def start_server(
     client_connected_cb, host=None, port=None, *, limit=LINE_LIMIT, start_serving=True
 ):
     """Listens and returns a `Server` that runs `await client_connected_cb(reader, writer)`
-    for every client, as `asyncio.start_server`.
+    for every client, as `asyncio.start_server`. The callback is a coroutine function; when
+    it returns, what it wrote is sent and the connection closed.
 
     `host` and `port` omitted (None) mean every address the host granted with `--listen`;
     only one of them given picks the granted addresses with that host (a name or IP, or a
@@ -100,7 +101,8 @@ class Server:
         if self._closed.done():
             raise RuntimeError(f"{self!r} is closed")
         if not self._accepting:
-            self._accepting = [self._loop.create_task(self._accept(each)) for each in self._listeners]
+            accept = self._accept
+            self._accepting = [self._loop.create_task(accept(each)) for each in self._listeners]
 
     async def serve_forever(self):
         """Says ready to the host (`sockbox_guest.ready()`), then serves until the host asks
