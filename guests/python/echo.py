@@ -1,7 +1,8 @@
 """echo: every byte received is sent back; when the client half-closes, the rest is flushed
-and the connection closed. Many clients at once, one instance."""
+and the connection closed. Many clients at once, one instance: asyncio's streams echo server,
+on the addresses granted with `--listen`."""
 
-from sockbox_guest import Guest, serve_tcp
+from sockbox_guest import Guest, start_server
 
 
 async def echo(reader, writer):
@@ -12,4 +13,6 @@ async def echo(reader, writer):
 
 class Run(Guest):
     async def main(self):
-        await serve_tcp(echo)
+        server = await start_server(echo)
+        async with server:
+            await server.serve_forever()

@@ -285,6 +285,138 @@ async fn a_denied_connect_is_a_permission_error_in_python_and_audited() {
     stop_clean(guest).await;
 }
 
+/// Writes `pieces` one at a time, a moment apart, so the guest sees them as separate reads.
+async fn send_split(client: &mut BufReader<TcpStream>, pieces: &[&[u8]]) {
+    for piece in pieces {
+        client.get_mut().write_all(piece).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+}
+
+async fn read_line(client: &mut BufReader<TcpStream>) -> String {
+    let mut line = String::new();
+    tokio::time::timeout(PATIENCE, client.read_line(&mut line))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    line
+}
+
+#[tokio::test]
+async fn start_server_serves_asyncio_streams_on_every_granted_address() {
+    let (guest, sockets) = start_py(
+        "tests/e2e/python/streams.py",
+        policy(&["127.0.0.1:0", "[::1]:0"], &[], &[]),
+    )
+    .await;
+    assert_eq!(sockets.len(), 2, "{sockets:?}");
+    let listening: Vec<String> = sockets.iter().map(|s| s.addr.to_string()).collect();
+    for socket in &sockets {
+        let stream = TcpStream::connect(socket.addr).await.unwrap();
+        let me = stream.local_addr().unwrap();
+        let mut client = BufReader::new(stream);
+        assert_eq!(request(&mut client, "peer").await, format!("peer {me}\n"));
+        let sockname = format!("sockname {}\n", socket.addr);
+        assert_eq!(request(&mut client, "sockname").await, sockname);
+        let all = format!("sockets {}\n", listening.join(" "));
+        assert_eq!(request(&mut client, "sockets").await, all);
+    }
+
+    // start_server's host and port pick among the --listen grants; both given, the host's
+    // policy decides (port-0 grants allow port 0 only).
+    let mut client = BufReader::new(TcpStream::connect(sockets[0].addr).await.unwrap());
+    let listening = |answer: String| -> Vec<std::net::SocketAddr> {
+        let addrs = answer
+            .strip_prefix("listening ")
+            .expect(&answer)
+            .split_whitespace();
+        addrs.map(|a| a.parse().expect(a)).collect()
+    };
+    let v6 = listening(request(&mut client, "listen ::1 -").await);
+    assert!(
+        v6.len() == 1 && v6[0].ip() == sockets[1].addr.ip(),
+        "{v6:?}"
+    );
+    assert!(v6[0].port() != 0 && v6[0] != sockets[1].addr, "{v6:?}");
+    let both = listening(request(&mut client, "listen - 0").await);
+    let ips: Vec<_> = both.iter().map(|a| a.ip()).collect();
+    assert_eq!(ips, [sockets[0].addr.ip(), sockets[1].addr.ip()]);
+    for (line, answer) in [
+        ("listen 10.9.8.7 -", "error OSError -\n"),
+        ("listen - 7", "error OSError -\n"),
+        (
+            "listen 127.0.0.1 9",
+            "error PermissionError access-denied\n",
+        ),
+    ] {
+        assert_eq!(request(&mut client, line).await, answer, "{line}");
+    }
+
+    let stream = TcpStream::connect(sockets[0].addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut client = BufReader::new(stream);
+    // The old names are the new classes.
+    assert_eq!(request(&mut client, "names").await, "aliases True\n");
+    assert_eq!(request(&mut client, "lines").await, "one\n");
+    assert_eq!(read_line(&mut client).await, "two\n");
+    // readexactly and readuntil (a separator split between writes) wait for the rest.
+    send_split(&mut client, &[b"exactly 10\nabc", b"defg", b"hij"]).await;
+    assert_eq!(read_line(&mut client).await, "exactly abcdefghij\n");
+    send_split(&mut client, &[b"until -;-\nx-", b";", b"-"]).await;
+    assert_eq!(read_line(&mut client).await, "until x-;-\n");
+    // The client closes before the bytes it announced: IncompleteReadError, then EOF.
+    send_split(&mut client, &[b"exactly 5\nab"]).await;
+    client.get_mut().shutdown().await.unwrap();
+    let mut rest = String::new();
+    tokio::time::timeout(PATIENCE, client.read_to_string(&mut rest))
+        .await
+        .expect("closed in time")
+        .unwrap();
+    assert_eq!(rest, "incomplete 2 5 eof=True\n");
+
+    // Past the reader's limit (1024, given to start_server): LimitOverrunError.
+    let mut client = BufReader::new(TcpStream::connect(sockets[1].addr).await.unwrap());
+    let long = [b"until ;\n".as_slice(), &[b'a'; 2000]].concat();
+    client.get_mut().write_all(&long).await.unwrap();
+    assert_eq!(read_line(&mut client).await, "overrun\n");
+
+    // write_eof half-closes: the client sees EOF while its own side is still open.
+    let mut client = BufReader::new(TcpStream::connect(sockets[1].addr).await.unwrap());
+    assert_eq!(request(&mut client, "eof").await, "bye True\n");
+    assert_eq!(read_line(&mut client).await, "", "EOF after write_eof");
+    drop(client);
+
+    // serve_forever returns when the host asks the guest to stop: a clean exit.
+    stop_clean(guest).await;
+}
+
+#[test]
+fn every_public_name_of_sockbox_guest_is_in_the_guide() {
+    let init = std::fs::read_to_string(repo().join("guests/python/sockbox_guest/__init__.py"))
+        .expect("read __init__.py");
+    let all = init
+        .split_once("__all__ = [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .expect("__init__.py has __all__")
+        .0;
+    let names: Vec<&str> = all
+        .split(',')
+        .map(|name| name.trim().trim_matches('"'))
+        .filter(|name| !name.is_empty())
+        .collect();
+    assert!(names.contains(&"start_server"), "{names:?}");
+    let guide = std::fs::read_to_string(repo().join("docs/writing-guests.md")).unwrap();
+    let python = guide
+        .split_once("# Writing a guest in Python")
+        .expect("the guide has a Python part")
+        .1;
+    let missing: Vec<_> = names
+        .iter()
+        .filter(|name| !python.contains(&format!("`{name}")))
+        .collect();
+    assert!(missing.is_empty(), "not in writing-guests.md: {missing:?}");
+}
+
 #[test]
 fn sockbox_run_builds_and_serves_a_py_file() {
     // The same cache as `sockbox build`: the second build of unchanged sources is a lookup.

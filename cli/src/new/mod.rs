@@ -190,7 +190,7 @@ Run:   sockbox run {name}.py --listen 127.0.0.1:7000
 Build: sockbox build {name}.py -o {name}.wasm
 """
 
-from sockbox_guest import Guest, serve_tcp
+from sockbox_guest import Guest, start_server
 
 
 def reply(line):
@@ -207,9 +207,12 @@ async def greet(reader, writer):
 
 class Run(Guest):
     async def main(self):
-        # Listens on every --listen address, serves each client as its own task, and
-        # returns when the host asks the guest to stop.
-        await serve_tcp(greet)
+        # asyncio's start_server: with no host and port, every --listen address.
+        # serve_forever says ready, serves each client as its own task, and returns when
+        # the host asks the guest to stop.
+        server = await start_server(greet)
+        async with server:
+            await server.serve_forever()
 "#
     )
 }
