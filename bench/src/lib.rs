@@ -5,14 +5,14 @@
 //!
 //! A sandbox is only worth its cost if that cost is known, so every figure is measured twice
 //! on this machine, guest and native, with the same client, and reported as a ratio in which
-//! ≥ 1 always means "the guest is as good as native or better" ([`stats::ratio`]).
+//! ≥ 1 always means "the guest is as good as native or better" (`stats::ratio`).
 //!
-//! - [`figures`]: what is measured, as one table.
-//! - [`options`]: what a run measures and for how long, checked before anything runs.
-//! - [`server`]: each server in a child process of its own (descriptors, RSS).
-//! - [`native`]: the native baselines, an event loop and a thread per connection.
-//! - [`load`]: the one load generator, closed loops with bounded time.
-//! - [`report`] and [`chart`]: table, JSON, markdown and the concurrency chart.
+//! - `figures`: what is measured, as one table.
+//! - `options`: what a run measures and for how long, checked before anything runs.
+//! - `server`: each server in a child process of its own (descriptors, RSS).
+//! - `native`: the native baselines, an event loop and a thread per connection.
+//! - `load`: the one load generator, closed loops with bounded time.
+//! - `report` and `chart`: table, JSON, markdown and the concurrency chart.
 //!
 //! Rounds interleave: each round runs every figure's native then guest servers, in the reverse
 //! order every other round, so drift on the machine hits both sides; the report gives the

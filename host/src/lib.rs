@@ -32,6 +32,8 @@
 //! guests; [`supervise`] runs the guests of a `sockbox up` manifest side by side and restarts
 //! them. The `sockbox` binary is the `sockbox-cli` crate; `sockbox bench` is `sockbox-bench`.
 
+#![warn(missing_docs)]
+
 pub mod audit;
 pub mod builtin;
 mod compile;

@@ -38,13 +38,14 @@ pub struct Policy {
 /// Resource limits; `None` means the host's default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Limits {
-    /// Bytes of linear memory.
+    /// Bytes of linear memory, all of the guest's memories together (unset: 1 GiB).
     pub max_memory: Option<u64>,
-    /// Accepted TCP connections open at once.
+    /// Accepted TCP connections open at once (unset: 1024).
     pub max_connections: Option<u32>,
-    /// Longest stretch of guest computation without yielding.
+    /// Longest stretch of guest computation without yielding (unset: 1 s).
     pub max_busy: Option<Duration>,
-    /// Sockets of any kind (created or accepted) the guest holds at once.
+    /// Sockets of any kind (created or accepted) the guest holds at once (unset: 4096, or an
+    /// equal share of the process's descriptor budget if that is smaller).
     pub max_sockets: Option<u32>,
 }
 

@@ -144,7 +144,7 @@ impl SandboxBuilder {
 
     /// How many guests (instances included) this process will run side by side: without an
     /// explicit `max-sockets`, each gets an equal share of the process's descriptor budget
-    /// (at most [`DEFAULT_MAX_SOCKETS`](super::DEFAULT_MAX_SOCKETS)), so together they cannot
+    /// (at most 4096), so together they cannot
     /// exhaust it. Default 1.
     pub fn sharing_process_with(mut self, guests: usize) -> Self {
         self.settings.process_share = guests.max(1);

@@ -11,8 +11,11 @@ use crate::guest::GuestSource;
 /// A component's interface and what it means under sockbox.
 #[derive(Debug)]
 pub struct Inspection {
+    /// The guest reference as given (built-in name or path).
     pub name: String,
+    /// The interfaces it imports, as the component names them (`wasi:sockets/tcp@0.2.0`).
     pub imports: Vec<String>,
+    /// The interfaces it exports.
     pub exports: Vec<String>,
     /// It imports `sockbox:guest/control` (graceful shutdown, granted addresses).
     pub uses_control: bool,

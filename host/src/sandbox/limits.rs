@@ -8,14 +8,14 @@ use crate::policy::Limits;
 
 /// Linear memory a guest may grow to unless told otherwise: far more than a socket server
 /// needs, far less than a host can lose to one runaway guest.
-pub const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
+pub(crate) const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
 /// Accepted connections a guest may hold at once unless told otherwise.
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
 /// Sockets of any kind a guest may hold at once unless told otherwise (less if the process's
 /// descriptor budget is smaller, see [`default_max_sockets`]).
-pub const DEFAULT_MAX_SOCKETS: u32 = 4096;
+pub(crate) const DEFAULT_MAX_SOCKETS: u32 = 4096;
 /// How long a guest may compute without calling the host unless told otherwise.
-pub const DEFAULT_MAX_BUSY: Duration = Duration::from_millis(1000);
+pub(crate) const DEFAULT_MAX_BUSY: Duration = Duration::from_millis(1000);
 
 /// Name lookups one guest may have in flight at once (see `link/dns.rs`).
 pub(crate) const MAX_LOOKUPS: usize = 16;
@@ -68,7 +68,7 @@ fn raise_nofile() -> u64 {
 /// The default per-guest socket cap when `guests` guests (instances included) share this
 /// process: [`DEFAULT_MAX_SOCKETS`], or an equal share of the budget if that is smaller, so
 /// that the guests of one process together never exhaust its descriptors.
-pub fn default_max_sockets(guests: usize) -> u32 {
+pub(crate) fn default_max_sockets(guests: usize) -> u32 {
     let share = fd_budget().guests / guests.max(1) as u64;
     share.clamp(1, u64::from(DEFAULT_MAX_SOCKETS)) as u32
 }

@@ -39,13 +39,8 @@ pub use crate::guest::{Guest, GuestSource};
 pub(crate) use builder::check_instances;
 pub use builder::{Sandbox, SandboxBuilder};
 pub use inspect::{Inspection, inspect};
-pub use limits::{
-    DEFAULT_MAX_BUSY, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MEMORY, DEFAULT_MAX_SOCKETS, FdBudget,
-    default_max_sockets, fd_budget,
-};
-pub use output::{
-    BUFFER_BOUND as OUTPUT_BUFFER_BOUND, GUEST_READY_PREFIX, drain_output, host_line,
-};
+pub use limits::{FdBudget, fd_budget};
+pub use output::{drain_output, host_line};
 pub(crate) use ports::overlaps;
 pub use running::{RunningGuest, SocketWatch};
 pub use types::{GuestExit, ReadySocket, Transport};

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 /// TCP or UDP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
+    /// A stream socket: `--listen`, `--connect`.
     Tcp,
+    /// A datagram socket: `--udp`, `--udp-connect`.
     Udp,
 }
 
@@ -23,7 +25,9 @@ impl fmt::Display for Transport {
 /// A socket the guest serves on, with its actual address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReadySocket {
+    /// Whether it listens for connections or receives datagrams.
     pub transport: Transport,
+    /// The address it is bound to, with the real port when the grant said `:0`.
     pub addr: SocketAddr,
 }
 
@@ -48,6 +52,7 @@ pub enum GuestExit {
 }
 
 impl GuestExit {
+    /// It ended as a well-behaved guest does: `run` returned success or exit status 0.
     pub fn is_clean(&self) -> bool {
         matches!(self, GuestExit::Clean)
     }

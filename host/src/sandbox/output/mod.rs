@@ -15,9 +15,8 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use channel::Fd;
-pub use channel::{BUFFER_BOUND, drain_output, host_line};
+pub use channel::{drain_output, host_line};
 use guest::GuestOutput;
-pub use ready_guard::GUEST_READY_PREFIX;
 
 /// Captured output beyond this fails the guest's write; it is meant for tests and tools.
 const CAPTURE_CAPACITY: usize = 64 * 1024 * 1024;
