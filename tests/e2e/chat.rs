@@ -1,19 +1,39 @@
 //! The chat guest: nicknames, fan-out to the others, join and leave notices.
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::net::TcpSocket;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::support::{PATIENCE, policy, start, stop_clean, tcp};
 
-struct Client {
-    lines: BufReader<OwnedReadHalf>,
+/// A chat client: its lines, its writer (also used by hostile_clients).
+pub(crate) struct Client {
+    pub(crate) lines: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
 }
 
 impl Client {
-    async fn join(addr: std::net::SocketAddr, nick: &str) -> Client {
-        let (rd, writer) = TcpStream::connect(addr).await.unwrap().into_split();
+    pub(crate) async fn join(addr: std::net::SocketAddr, nick: &str) -> Client {
+        Client::join_with_recv_buffer(addr, nick, None).await
+    }
+
+    /// Joins through a socket whose receive buffer is `recv_buffer` bytes, if given (a slow
+    /// reader fills it sooner).
+    pub(crate) async fn join_with_recv_buffer(
+        addr: std::net::SocketAddr,
+        nick: &str,
+        recv_buffer: Option<u32>,
+    ) -> Client {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .unwrap();
+        if let Some(size) = recv_buffer {
+            socket.set_recv_buffer_size(size).unwrap();
+        }
+        let (rd, writer) = socket.connect(addr).await.unwrap().into_split();
         let mut client = Client {
             lines: BufReader::new(rd),
             writer,
@@ -22,7 +42,7 @@ impl Client {
         client
     }
 
-    async fn say(&mut self, text: &str) {
+    pub(crate) async fn say(&mut self, text: &str) {
         self.writer
             .write_all(format!("{text}\n").as_bytes())
             .await
@@ -30,7 +50,7 @@ impl Client {
     }
 
     /// The next line, newline included, exactly as the guest sent it.
-    async fn next_line(&mut self) -> String {
+    pub(crate) async fn next_line(&mut self) -> String {
         let mut line = String::new();
         tokio::time::timeout(PATIENCE, self.lines.read_line(&mut line))
             .await

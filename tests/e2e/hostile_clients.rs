@@ -4,9 +4,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::chat::Client as ChatClient;
 use crate::support::{PATIENCE, policy, read_frame, start, stop_clean, tcp, write_frame};
 
 /// The error frame of docs/contract.md: `u32` length, then `ERR frame too large`.
@@ -133,11 +134,11 @@ async fn a_chat_client_that_never_reads_is_dropped_and_the_others_told() {
     let args = ["--max-queue", "65536"];
     let (guest, sockets) = start("chat", policy(&["127.0.0.1:0"], &[], &[]), &args).await;
     let addr = tcp(&sockets);
-    let mut talker = ChatClient::join(addr, "talker", None).await;
-    let mut listener = ChatClient::join(addr, "listener", None).await;
+    let mut talker = ChatClient::join(addr, "talker").await;
+    let mut listener = ChatClient::join(addr, "listener").await;
     assert_eq!(talker.next_line().await, "* listener joined\n");
     // A small receive buffer, and never a read until it is dropped.
-    let mut sleeper = ChatClient::join(addr, "sleeper", Some(4096)).await;
+    let mut sleeper = ChatClient::join_with_recv_buffer(addr, "sleeper", Some(4096)).await;
     assert_eq!(listener.next_line().await, "* sleeper joined\n");
     assert_eq!(talker.next_line().await, "* sleeper joined\n");
 
@@ -170,7 +171,7 @@ async fn a_chat_client_that_never_reads_is_dropped_and_the_others_told() {
         &rest[rest.len().saturating_sub(80)..]
     );
 
-    let mut newcomer = ChatClient::join(addr, "newcomer", None).await;
+    let mut newcomer = ChatClient::join(addr, "newcomer").await;
     assert_eq!(listener.next_line().await, "* newcomer joined\n");
     talker.say("welcome").await;
     assert_eq!(newcomer.next_line().await, "talker: welcome\n");
@@ -330,42 +331,4 @@ async fn shutdown_answers_every_frame_in_hand_before_closing() {
     );
     let exit = guest.finish(Duration::from_secs(10)).await;
     assert!(exit.is_clean(), "guest {exit}\nstderr:\n{}", guest.stderr());
-}
-
-/// A chat client: its lines, its writer.
-struct ChatClient {
-    lines: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: tokio::net::tcp::OwnedWriteHalf,
-}
-
-impl ChatClient {
-    async fn join(addr: SocketAddr, nick: &str, recv_buffer: Option<u32>) -> ChatClient {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        if let Some(size) = recv_buffer {
-            socket.set_recv_buffer_size(size).unwrap();
-        }
-        let (rd, writer) = socket.connect(addr).await.unwrap().into_split();
-        let mut client = ChatClient {
-            lines: BufReader::new(rd),
-            writer,
-        };
-        client.say(nick).await;
-        client
-    }
-
-    async fn say(&mut self, text: &str) {
-        self.writer
-            .write_all(format!("{text}\n").as_bytes())
-            .await
-            .unwrap();
-    }
-
-    async fn next_line(&mut self) -> String {
-        let mut line = String::new();
-        tokio::time::timeout(PATIENCE, self.lines.read_line(&mut line))
-            .await
-            .expect("a line in time")
-            .expect("read line");
-        line
-    }
 }
