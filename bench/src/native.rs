@@ -129,18 +129,12 @@ pub fn start(kind: NativeKind, proto: Protocol, listen: SocketAddr) -> Result<So
 const LISTEN_BACKLOG: i32 = 1024;
 
 /// Listens again with [`LISTEN_BACKLOG`] (Linux updates the queue of a listening socket).
-#[cfg(unix)]
 fn deepen_backlog(listener: &TcpListener) -> Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: listen() on a descriptor the listener owns and keeps open during the call.
     if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
         return Err(std::io::Error::last_os_error()).context("set the listen backlog");
     }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn deepen_backlog(_listener: &TcpListener) -> Result<()> {
     Ok(())
 }
 

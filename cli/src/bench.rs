@@ -11,6 +11,7 @@ use anyhow::anyhow;
 use clap::Args;
 
 use super::Failure;
+use super::run::StopSignals;
 use sockbox_bench::{self as bench, BenchOptions, NativeKind, Protocol};
 
 /// How the figures are made and read, after the options in `--help`.
@@ -105,9 +106,10 @@ pub(crate) async fn bench(args: BenchArgs) -> Result<u8, Failure> {
     options.check().map_err(Failure::usage)?;
 
     // Stopping the bench drops the run, and with it every server it started.
+    let mut signals = StopSignals::install().map_err(|error| Failure { status: 1, error })?;
     let report = tokio::select! {
         report = bench::run(&options) => report.map_err(|error| Failure { status: 1, error })?,
-        signal = interrupted() => {
+        signal = signals.next() => {
             return Err(Failure { status: 1, error: anyhow!("{signal}: bench stopped") });
         }
     };
@@ -139,28 +141,5 @@ fn parse_component(text: &str) -> Result<(String, PathBuf), String> {
         _ => Err(format!(
             "`{text}` is not NAME=PATH (e.g. echo=old/echo.wasm)"
         )),
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM, naming it.
-async fn interrupted() -> &'static str {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
-            (Ok(mut int), Ok(mut term)) => tokio::select! {
-                _ = int.recv() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            },
-            _ => std::future::pending().await,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::Failure;
 use sockbox::audit::{AuditLog, DEFAULT_AUDIT_MAX_SIZE};
@@ -287,40 +288,23 @@ pub(crate) async fn supervise(
 /// SIGINT and SIGTERM, caught from the moment this exists: install it before starting a
 /// guest, or a signal sent right after the first `ready` line would kill the process.
 pub(crate) struct StopSignals {
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
+    interrupt: Signal,
+    terminate: Signal,
 }
 
 impl StopSignals {
     pub(crate) fn install() -> anyhow::Result<StopSignals> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(StopSignals {
-                interrupt: signal(SignalKind::interrupt()).context("install the SIGINT handler")?,
-                terminate: signal(SignalKind::terminate())
-                    .context("install the SIGTERM handler")?,
-            })
-        }
-        #[cfg(not(unix))]
-        Ok(StopSignals {})
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt()).context("install the SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("install the SIGTERM handler")?,
+        })
     }
 
     /// Resolves on the next SIGINT or SIGTERM, naming it.
     pub(crate) async fn next(&mut self) -> &'static str {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                _ = self.interrupt.recv() => "SIGINT",
-                _ = self.terminate.recv() => "SIGTERM",
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-            "Ctrl-C"
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
         }
     }
 }

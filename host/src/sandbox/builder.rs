@@ -115,9 +115,10 @@ impl SandboxBuilder {
         self
     }
 
-    /// Append every decision to this JSONL audit log.
+    /// Append every decision to this JSONL audit log, as well as to every log given before
+    /// (with this or [`also_audit_to`](Self::also_audit_to)): no log is ever dropped.
     pub fn audit_log(mut self, log: AuditLog) -> Self {
-        self.settings.audit_logs = vec![Arc::new(log)];
+        self.settings.audit_logs.push(Arc::new(log));
         self
     }
 
@@ -251,5 +252,39 @@ mod tests {
         let given = Sandbox::from_guest(guest.clone()).compile_cache(CompileCache::Off);
         let again = given.resolve().unwrap();
         assert!(guest.is(&again), "the guest given is the guest started");
+    }
+
+    #[tokio::test]
+    async fn every_audit_log_given_gets_every_decision() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, own) = (
+            dir.path().join("shared.jsonl"),
+            dir.path().join("own.jsonl"),
+        );
+        let policy = Policy::from_flags(&["127.0.0.1:0".into()], &[], &[]).unwrap();
+        let mut guest = Sandbox::builder("echo")
+            .policy(policy)
+            .also_audit_to(Arc::new(AuditLog::open(&shared).unwrap()))
+            .audit_log(AuditLog::open(&own).unwrap())
+            .start()
+            .await
+            .unwrap();
+        let ready = guest.ready().await.unwrap();
+        assert!(
+            guest
+                .stop(std::time::Duration::from_secs(5))
+                .await
+                .is_clean()
+        );
+        let listen = format!("\"addr\":\"{}\"", ready[0].addr);
+        for log in [&shared, &own] {
+            let text = std::fs::read_to_string(log).unwrap();
+            assert!(
+                text.lines()
+                    .any(|l| l.contains("tcp-listen") && l.contains(&listen)),
+                "{}: {text}",
+                log.display()
+            );
+        }
     }
 }
