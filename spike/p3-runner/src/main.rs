@@ -6,14 +6,16 @@
 //!   it allows loopback only and counts each use it was asked about;
 //! - a shadowed 0.3 import (`[static]tcp-socket.create`) that enforces `P3_MAX_SOCKETS`, the
 //!   way sockbox shadows 0.2 imports today;
-//! - epoch interruption (`P3_EPOCH_MS`) to see how a busy-loop budget meets async tasks.
+//! - epoch interruption (`P3_EPOCH_MS`) to see how a busy-loop budget meets async tasks;
+//! - a `ResourceLimiter` that records the guest's peak linear memory (what `max-memory` caps),
+//!   to see what idle connections cost.
 //!
 //! Usage: `p3-runner <component.wasm> [guest args...]`. Ctrl-C (SIGINT) prints the counts and
-//! exits; the guest's own output (its `listening <addr>` lines) goes to stdout.
+//! the memory peak, and exits; the guest's own output (its `listening <addr>` lines) goes to stdout.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -35,6 +37,28 @@ struct State {
     table: ResourceTable,
     tcp_sockets: u32,
     max_sockets: u32,
+    memory_peak: Arc<AtomicUsize>,
+}
+
+impl wasmtime::ResourceLimiter for State {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.memory_peak.fetch_max(desired, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
 }
 
 impl WasiView for State {
@@ -132,13 +156,16 @@ async fn main() -> Result<()> {
         Box::pin(async move { allowed })
     });
     let max_sockets = env_u64("P3_MAX_SOCKETS")?.map_or(u32::MAX, |n| n as u32);
+    let memory_peak = Arc::new(AtomicUsize::new(0));
     let state = State {
         ctx: wasi.build(),
         table: ResourceTable::new(),
         tcp_sockets: 0,
         max_sockets,
+        memory_peak: memory_peak.clone(),
     };
     let mut store = Store::new(&engine, state);
+    store.limiter(|state| state);
 
     if let Some(ms) = epoch_ms {
         // Every tick the guest yields back to the event loop: a busy guest cannot hold the
@@ -158,6 +185,10 @@ async fn main() -> Result<()> {
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("checks: {}", stop.summary());
+        eprintln!(
+            "linear memory peak: {} KiB",
+            memory_peak.load(Ordering::Relaxed) / 1024
+        );
         std::process::exit(0);
     });
 

@@ -2,8 +2,9 @@
 //! are compared against. Loopback only.
 //!
 //! - `p3-load native` — a thread-per-connection echo on 127.0.0.1:0; prints `listening <addr>`.
-//! - `p3-load open <addr> <n>` — opens n clients one after another, each echoing one byte, and
-//!   holds them all; prints the seconds it took.
+//! - `p3-load open <addr> <n> [hold-secs]` — opens n clients one after another, each echoing
+//!   one byte, and holds them all (for `hold-secs` more, to measure the server idle); prints
+//!   the seconds it took.
 //! - `p3-load rr <addr> <clients> <secs>` — every client does 32-byte round trips for `secs`;
 //!   prints round trips/s, p50/p99 latency, per-connection counts in connection order and the
 //!   fairness ratio (mean of the slowest tenth of connections over the median).
@@ -20,9 +21,12 @@ fn main() -> Result<()> {
     let arg = |i: usize| args.get(i).with_context(|| format!("missing argument {i}"));
     match args.first().map(String::as_str) {
         Some("native") => native(),
-        Some("open") => open(arg(1)?.parse()?, arg(2)?.parse()?),
+        Some("open") => {
+            let hold = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(0.0);
+            open(arg(1)?.parse()?, arg(2)?.parse()?, hold)
+        }
         Some("rr") => rr(arg(1)?.parse()?, arg(2)?.parse()?, arg(3)?.parse()?),
-        _ => bail!("usage: p3-load native | open <addr> <n> | rr <addr> <clients> <secs>"),
+        _ => bail!("usage: p3-load native | open <addr> <n> [hold] | rr <addr> <clients> <secs>"),
     }
 }
 
@@ -45,7 +49,7 @@ fn native() -> Result<()> {
     Ok(())
 }
 
-fn open(addr: SocketAddr, n: usize) -> Result<()> {
+fn open(addr: SocketAddr, n: usize, hold_secs: f64) -> Result<()> {
     let start = Instant::now();
     let mut held = Vec::with_capacity(n);
     for i in 0..n {
@@ -58,6 +62,8 @@ fn open(addr: SocketAddr, n: usize) -> Result<()> {
         held.push(conn);
     }
     println!("open {n}: {:.3} s", start.elapsed().as_secs_f64());
+    std::thread::sleep(Duration::from_secs_f64(hold_secs));
+    drop(held);
     Ok(())
 }
 
