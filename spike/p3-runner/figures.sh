@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The issue 16 spike figures (docs/design/wasi-p3.md): native vs the WASI 0.3 echo on stock
 # wasmtime 50.0.1 vs on the round-robin patch, interleaved, ROUNDS rounds, each run < 1 min.
-# Needs: target/release/p3-runner-stock, target/release/p3-runner-fair (see README.md here),
+# Needs: target/release/p3-runner-stock and -fair (from build-fair.sh),
 # target/release/p3-load, and the guest built in guests/p3-echo.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)

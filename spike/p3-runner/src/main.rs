@@ -6,7 +6,9 @@
 //!   it allows loopback only and counts each use it was asked about;
 //! - a shadowed 0.3 import (`[static]tcp-socket.create`) that enforces `P3_MAX_SOCKETS`, the
 //!   way sockbox shadows 0.2 imports today;
-//! - epoch interruption (`P3_EPOCH_MS`) to see how a busy-loop budget meets async tasks;
+//! - epoch interruption (`P3_EPOCH_MS`) to see how a busy-loop budget meets async tasks, and
+//!   sockbox's `max-busy` watch (`P3_MAX_BUSY_TICKS`, reset on return from a host call as
+//!   sockbox does; `P3_BUSY_RESET_ON_ENTRY=1` also resets whenever the host enters the guest);
 //! - a `ResourceLimiter` that records the guest's peak linear memory (what `max-memory` caps),
 //!   to see what idle connections cost.
 //!
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use wasmtime::component::{Component, Linker, Resource, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreContextMut, UpdateDeadline};
+use wasmtime::{CallHook, Config, Engine, Store, StoreContextMut, UpdateDeadline};
 use wasmtime_wasi::p3::bindings::Command;
 use wasmtime_wasi::p3::bindings::sockets::types::{
     ErrorCode, HostTcpSocket, IpAddressFamily, TcpSocket,
@@ -38,6 +40,8 @@ struct State {
     tcp_sockets: u32,
     max_sockets: u32,
     memory_peak: Arc<AtomicUsize>,
+    busy_ticks: u64,
+    in_epoch_check: bool,
 }
 
 impl wasmtime::ResourceLimiter for State {
@@ -163,15 +167,14 @@ async fn main() -> Result<()> {
         tcp_sockets: 0,
         max_sockets,
         memory_peak: memory_peak.clone(),
+        busy_ticks: 0,
+        in_epoch_check: false,
     };
     let mut store = Store::new(&engine, state);
     store.limiter(|state| state);
 
     if let Some(ms) = epoch_ms {
-        // Every tick the guest yields back to the event loop: a busy guest cannot hold the
-        // thread, and other tasks' events get delivered in between.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        watch_busy(&mut store, env_u64("P3_MAX_BUSY_TICKS")?);
         let engine = engine.clone();
         std::thread::spawn(move || {
             loop {
@@ -202,6 +205,40 @@ async fn main() -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Every epoch tick the guest yields back to the event loop, so a busy guest cannot hold the
+/// thread. With a budget, it is sockbox's `max-busy` (`host/src/sandbox/mod.rs`, `watch_busy`):
+/// ticks count up while the guest computes and reset when it returns from a host call; over the
+/// budget the guest is stopped.
+fn watch_busy(store: &mut Store<State>, budget: Option<u64>) {
+    let reset_on_entry = std::env::var_os("P3_BUSY_RESET_ON_ENTRY").is_some();
+    store.call_hook(move |mut store, hook| {
+        let state = store.data_mut();
+        match hook {
+            // The epoch check is itself a call into the host: returning from it is no yield.
+            CallHook::ReturningFromHost if !std::mem::take(&mut state.in_epoch_check) => {
+                state.busy_ticks = 0
+            }
+            // A 0.3 guest on the callback ABI is re-entered for every event.
+            CallHook::CallingWasm if reset_on_entry => state.busy_ticks = 0,
+            _ => {}
+        }
+        Ok(())
+    });
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |mut store| {
+        let state = store.data_mut();
+        state.busy_ticks += 1;
+        state.in_epoch_check = true;
+        if budget.is_some_and(|budget| state.busy_ticks > budget) {
+            let busy = state.busy_ticks;
+            return Err(wasmtime::format_err!(
+                "max-busy: {busy} ticks without a host call"
+            ));
+        }
+        Ok(UpdateDeadline::Yield(1))
+    });
 }
 
 /// Replaces `[static]tcp-socket.create` with one that counts and caps sockets, then calls
