@@ -189,6 +189,19 @@ fn the_deployment_fits_the_manifest_it_mounts() {
         "request = limit: never overcommitted"
     );
 
+    // CPU: an instance computes on one core at a time; the pod may use as many as the
+    // widest guest has instances.
+    let cpu = limits["cpu"].as_str().unwrap();
+    let millicores = match cpu.strip_suffix('m') {
+        Some(m) => m.parse::<u64>().unwrap(),
+        None => cpu.parse::<u64>().unwrap() * 1000,
+    };
+    let widest = manifest.guests.iter().map(|g| g.instances).max().unwrap();
+    assert!(
+        millicores >= widest as u64 * 1000,
+        "cpu limit {cpu} < {widest} instances"
+    );
+
     // Stopping: Kubernetes waits longer than the guests' stop-grace before SIGKILL.
     let grace = pod["spec"]["terminationGracePeriodSeconds"]
         .as_u64()
