@@ -7,7 +7,6 @@
 //! Without python3 these tests fail and say so; they never skip.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
@@ -19,52 +18,20 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::support::{
     Cli, PATIENCE, compile_cache_dir, policy, sockbox_command, stop_clean, tcp, temp_dir, udp,
 };
+use crate::venv;
 
-/// The virtual environment with the pinned componentize-py; made once, shared by all runs.
+/// The pinned componentize-py, in a virtual environment made once, shared by all runs.
 pub(crate) fn componentize_py() -> &'static Path {
     static TOOL: OnceLock<PathBuf> = OnceLock::new();
     TOOL.get_or_init(|| {
         let version = sockbox::python::COMPONENTIZE_PY_VERSION;
-        let venv =
-            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("componentize-py-{version}"));
-        let tool = venv.join("bin/componentize-py");
-        std::fs::create_dir_all(&venv).unwrap();
-        // Another test process (nextest) may be installing it: one at a time.
-        let lock = File::create(venv.with_extension("lock")).unwrap();
-        lock.lock().unwrap();
-        if !tool.is_file() {
-            let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-            let made = Command::new(&python)
-                .args(["-m", "venv", "--clear"])
-                .arg(&venv)
-                .output()
-                .unwrap_or_else(|e| {
-                    panic!("the Python guest tests need {python} (3.9+ with venv and pip): {e}")
-                });
-            assert!(
-                made.status.success(),
-                "{python} -m venv failed: {}",
-                String::from_utf8_lossy(&made.stderr)
-            );
-            let pip = Command::new(venv.join("bin/python"))
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                ])
-                .arg(format!("componentize-py=={version}"))
-                .output()
-                .expect("run pip");
-            assert!(
-                pip.status.success(),
-                "installing componentize-py {version} from PyPI failed: {}",
-                String::from_utf8_lossy(&pip.stderr)
-            );
-        }
-        assert!(tool.is_file(), "{} was not installed", tool.display());
-        tool
+        let requirement = format!("componentize-py=={version}");
+        let venv = venv::pinned(
+            &format!("componentize-py-{version}"),
+            &[&requirement],
+            "bin/componentize-py",
+        );
+        venv.join("bin/componentize-py")
     })
 }
 
