@@ -120,8 +120,20 @@ fn env_u64(name: &str) -> Result<Option<u64>> {
         .transpose()
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+/// `P3_CURRENT_THREAD=1` runs the store on a current-thread runtime, where the thread that runs
+/// the guest also waits in epoll; by default (`#[tokio::main]`'s multi-thread runtime) the
+/// store runs in `block_on` on the main thread and a worker thread owns epoll, so every socket
+/// event is a cross-thread wake-up (docs/design/wasi-p3.md, "Per-round-trip cost").
+fn main() -> Result<()> {
+    let mut runtime = if std::env::var_os("P3_CURRENT_THREAD").is_some() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    runtime.enable_all().build()?.block_on(run())
+}
+
+async fn run() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let Some(path) = args.next() else {
         bail!("usage: p3-runner <component.wasm> [guest args...]")
