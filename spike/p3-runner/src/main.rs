@@ -124,17 +124,28 @@ fn env_u64(name: &str) -> Result<Option<u64>> {
 /// the guest also waits in epoll; by default (`#[tokio::main]`'s multi-thread runtime) the
 /// store runs in `block_on` on the main thread and a worker thread owns epoll, so every socket
 /// event is a cross-thread wake-up (docs/design/wasi-p3.md, "Per-round-trip cost").
+/// `P3_SPAWN_WORKERS=n` is sockbox's layout instead: the store runs in a task spawned on a
+/// multi-thread runtime with n workers (`host/src/sandbox/instance.rs`, `cli/src/main.rs`).
 fn main() -> Result<()> {
+    let workers = env_u64("P3_SPAWN_WORKERS")?;
     let mut runtime = if std::env::var_os("P3_CURRENT_THREAD").is_some() {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()
     };
-    runtime.enable_all().build()?.block_on(run())
+    if let Some(n) = workers {
+        runtime.worker_threads(n as usize);
+    }
+    let runtime = runtime.enable_all().build()?;
+    match workers {
+        Some(_) => runtime.block_on(async { tokio::spawn(run()).await? }),
+        None => runtime.block_on(run()),
+    }
 }
 
 async fn run() -> Result<()> {
-    let mut args = std::env::args().skip(1);
+    // Collected so the future holds no `Args` (not `Send`) across an await (`P3_SPAWN_WORKERS`).
+    let mut args = std::env::args().skip(1).collect::<Vec<_>>().into_iter();
     let Some(path) = args.next() else {
         bail!("usage: p3-runner <component.wasm> [guest args...]")
     };
