@@ -144,7 +144,13 @@ fn with_no_grant_at_all_not_even_a_socket_is_created() {
 
 #[test]
 fn max_memory_stops_a_guest_that_grows_past_it() {
-    let guest = crate::support::test_guest("hostile");
+    for hostile in crate::escape::HOSTILES {
+        max_memory_stops(hostile);
+    }
+}
+
+fn max_memory_stops(hostile: &str) {
+    let guest = crate::support::test_guest(hostile);
     let guest = guest.to_str().unwrap();
     // 16 MiB fits under no limit...
     let (code, stdout, stderr) = sockbox(&["run", guest, "--", "alloc:16"]);

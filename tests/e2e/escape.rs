@@ -120,9 +120,13 @@ impl HostileRun {
     }
 }
 
-/// Runs the hostile guest to its end under `policy`; it exits 0 whatever was denied.
-async fn run_hostile(policy: Policy, attempts: &[&str]) -> HostileRun {
-    let mut guest = Sandbox::builder(test_guest("hostile"))
+/// The hostile guest of each WASI world: every escape attempt is made through both.
+pub const HOSTILES: [&str; 2] = ["hostile", "hostile_p3"];
+
+/// Runs `hostile` (one of [`HOSTILES`]) to its end under `policy`; it exits 0 whatever was
+/// denied.
+async fn run_hostile_as(hostile: &str, policy: Policy, attempts: &[&str]) -> HostileRun {
+    let mut guest = Sandbox::builder(test_guest(hostile))
         .policy(policy)
         .args(attempts.iter().copied())
         .capture_output(true)
@@ -487,8 +491,8 @@ struct Outcome {
     decision_log: String,
 }
 
-async fn try_to_escape(case: Case) -> Outcome {
-    let run = run_hostile(case.policy(), &[&case.attempt]).await;
+async fn try_to_escape(hostile: &str, case: Case) -> Outcome {
+    let run = run_hostile_as(hostile, case.policy(), &[&case.attempt]).await;
     let result = run.result(&case.attempt).clone();
     let mut escapes = Vec::new();
     if result.ok {
@@ -547,7 +551,7 @@ async fn try_to_escape(case: Case) -> Outcome {
         ),
     };
     Outcome {
-        line: format!("{result}   [{grants}]"),
+        line: format!("{hostile}: {result}   [{grants}]"),
         escapes,
         decision_log: run.decision_log(),
     }
@@ -556,9 +560,14 @@ async fn try_to_escape(case: Case) -> Outcome {
 #[tokio::test]
 async fn no_attempt_escapes() {
     let started = Instant::now();
-    let cases = escape_cases().await;
-    let count = cases.len();
-    let outcomes = futures::future::join_all(cases.into_iter().map(try_to_escape)).await;
+    let mut runs = Vec::new();
+    for hostile in HOSTILES {
+        for case in escape_cases().await {
+            runs.push(try_to_escape(hostile, case));
+        }
+    }
+    let count = runs.len();
+    let outcomes = futures::future::join_all(runs).await;
     let mut report = String::new();
     let mut escaped = String::new();
     for outcome in &outcomes {
@@ -587,6 +596,12 @@ async fn no_attempt_escapes() {
 /// escape cases prove it may not.
 #[tokio::test]
 async fn granted_attempts_get_through() {
+    for hostile in HOSTILES {
+        granted_attempts_of(hostile).await;
+    }
+}
+
+async fn granted_attempts_of(hostile: &str) {
     struct Control {
         attempt: String,
         policy: Policy,
@@ -646,7 +661,7 @@ async fn granted_attempts_get_through() {
 
     let started = Instant::now();
     let outcomes = futures::future::join_all(controls.into_iter().map(|c| async move {
-        let run = run_hostile(c.policy, &[&c.attempt]).await;
+        let run = run_hostile_as(hostile, c.policy, &[&c.attempt]).await;
         let result = run.result(&c.attempt).clone();
         let mut failures = Vec::new();
         if !result.ok {
@@ -673,7 +688,7 @@ async fn granted_attempts_get_through() {
         .iter()
         .map(|(r, _, _)| format!("  {r}\n"))
         .collect();
-    println!("controls in {:?}:\n{report}", started.elapsed());
+    println!("{hostile} controls in {:?}:\n{report}", started.elapsed());
     let failed: String = outcomes
         .iter()
         .filter(|(_, failures, _)| !failures.is_empty())
@@ -686,12 +701,18 @@ async fn granted_attempts_get_through() {
 async fn the_guest_sees_only_the_args_and_env_it_is_given() {
     // The test process has an environment to leak; the guest must see none of it.
     assert!(std::env::var_os("PATH").is_some());
-    let run = run_hostile(policy(&[GRANTED], &[], &[]), &["env", "args"]).await;
-    let env = run.result("env");
-    assert!(env.ok && env.detail == "[]", "{env}");
-    let args = run.result("args");
-    assert_eq!(args.detail, r#"["hostile", "env", "args"]"#, "{args}");
-    assert!(run.decisions.is_empty(), "{}", run.decision_log());
+    for hostile in HOSTILES {
+        let run = run_hostile_as(hostile, policy(&[GRANTED], &[], &[]), &["env", "args"]).await;
+        let env = run.result("env");
+        assert!(env.ok && env.detail == "[]", "{env}");
+        let args = run.result("args");
+        assert_eq!(
+            args.detail,
+            format!(r#"["{hostile}", "env", "args"]"#),
+            "{args}"
+        );
+        assert!(run.decisions.is_empty(), "{}", run.decision_log());
+    }
 }
 
 #[test]

@@ -7,7 +7,7 @@ use sockbox::{AuditEvent, GuestExit, Policy, RunningGuest, Sandbox};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::escape::{Attempted, hostile_results};
+use crate::escape::{Attempted, HOSTILES, hostile_results};
 use crate::support::{PATIENCE, component_file, policy, start, stop_clean, tcp, test_guest};
 
 /// Runs the hostile guest's `attempts` to its end under `policy` (some attempts, such as
@@ -16,7 +16,16 @@ pub(crate) async fn hostile(
     policy: Policy,
     attempts: &[&str],
 ) -> (Vec<Attempted>, Vec<AuditEvent>) {
-    let mut guest = Sandbox::builder(test_guest("hostile"))
+    hostile_as("hostile", policy, attempts).await
+}
+
+/// [`hostile`] with the hostile guest of one WASI world (see [`HOSTILES`]).
+pub(crate) async fn hostile_as(
+    hostile: &str,
+    policy: Policy,
+    attempts: &[&str],
+) -> (Vec<Attempted>, Vec<AuditEvent>) {
+    let mut guest = Sandbox::builder(test_guest(hostile))
         .policy(policy)
         .args(attempts.iter().copied())
         .capture_output(true)
@@ -37,7 +46,14 @@ fn refusals<'a>(decisions: &'a [AuditEvent], use_: &str) -> Vec<&'a AuditEvent> 
 
 #[tokio::test]
 async fn a_guest_with_no_grant_cannot_create_a_single_socket() {
-    let (results, decisions) = hostile(
+    for hostile in HOSTILES {
+        no_grant_no_socket(hostile).await;
+    }
+}
+
+async fn no_grant_no_socket(hostile: &str) {
+    let (results, decisions) = hostile_as(
+        hostile,
         Policy::default(),
         &["tcp-sockets:100000", "udp-sockets:100000"],
     )
@@ -61,8 +77,15 @@ async fn a_guest_with_no_grant_cannot_create_a_single_socket() {
 
 #[tokio::test]
 async fn a_tcp_grant_does_not_open_udp() {
+    for hostile in HOSTILES {
+        tcp_grant_no_udp(hostile).await;
+    }
+}
+
+async fn tcp_grant_no_udp(hostile: &str) {
     let granted = policy(&[], &[], &["tcp-connect=127.0.0.1:9"]);
-    let (results, decisions) = hostile(granted, &["tcp-sockets:3", "udp-sockets:3"]).await;
+    let attempts = ["tcp-sockets:3", "udp-sockets:3"];
+    let (results, decisions) = hostile_as(hostile, granted, &attempts).await;
     assert!(results[0].ok, "{}", results[0]);
     assert_eq!(results[0].detail, "created 3");
     assert!(
@@ -75,9 +98,16 @@ async fn a_tcp_grant_does_not_open_udp() {
 
 #[tokio::test]
 async fn the_socket_cap_stops_a_hoarding_guest_inside_the_guest() {
+    for hostile in HOSTILES {
+        socket_cap(hostile).await;
+    }
+}
+
+async fn socket_cap(hostile: &str) {
     let mut capped = policy(&[], &["127.0.0.1:0"], &["tcp-connect=127.0.0.1:9"]);
     capped.limits.max_sockets = Some(40);
-    let (results, decisions) = hostile(capped, &["tcp-sockets:10000", "udp-sockets:5"]).await;
+    let attempts = ["tcp-sockets:10000", "udp-sockets:5"];
+    let (results, decisions) = hostile_as(hostile, capped, &attempts).await;
     let tcp = &results[0];
     assert!(!tcp.ok, "{tcp}");
     assert!(tcp.detail.starts_with("created 40, then "), "{tcp}");
@@ -158,6 +188,29 @@ async fn past_max_connections_new_clients_are_refused_and_the_others_served() {
         refused[0].addr
     );
     stop_clean(guest).await;
+}
+
+#[tokio::test]
+async fn a_wasi_p3_guest_spinning_in_a_task_is_stopped_by_max_busy() {
+    let mut limited = Policy::default();
+    limited.limits.max_busy = Some(Duration::from_millis(300));
+    let mut spinner = Sandbox::builder(test_guest("hostile_p3"))
+        .policy(limited)
+        .args(["spin"])
+        .capture_output(true)
+        .start()
+        .await
+        .expect("hostile_p3 starts");
+    let exit = spinner.finish(PATIENCE).await;
+    let GuestExit::Trapped(err) = exit else {
+        panic!("the spinning guest must be stopped, it {exit}");
+    };
+    let message = format!("{err:?}");
+    assert!(
+        message.contains("more than 300 ms without yielding"),
+        "{message}"
+    );
+    assert!(message.contains("max-busy"), "{message}");
 }
 
 /// `wasi:cli/run` that never returns and never calls the host.

@@ -41,6 +41,8 @@ pub(crate) const ERROR: &str = "wasi:io/error@0.2.12";
 pub(crate) const FILESYSTEM: &str = "wasi:filesystem";
 /// What a component imports when it speaks `control`.
 pub(crate) const CONTROL: &str = "sockbox:guest/control";
+/// What a WASI 0.3 component imports to hear that it must stop.
+pub(crate) const STOP: &str = "sockbox:guest/stop";
 
 /// An interface name without its version: `wasi:sockets/tcp`.
 pub(crate) fn unversioned(name: &str) -> &str {
@@ -151,12 +153,13 @@ pub(crate) fn prepare(component: &Component, guest: &str) -> Result<CommandPre> 
     }
 }
 
-/// Whether the component speaks `sockbox:guest/control`.
+/// Whether the component speaks `sockbox:guest/control` or `stop`: it hears the host ask it
+/// to stop, so it is given the grace period to drain.
 pub(crate) fn imports_control(component: &Component) -> bool {
     component
         .component_type()
         .imports(compile::engine())
-        .any(|(import, _)| import.starts_with(CONTROL))
+        .any(|(import, _)| import.starts_with(CONTROL) || import.starts_with(STOP))
 }
 
 /// Turns wasmtime's "no implementation for import X" into a message about the sandbox.

@@ -9,8 +9,10 @@
 //! sockets counted against the guest's limits and readiness ([`sockets`]), accepted connections
 //! counted ([`accept`]), shared ports ([`bind`]), names judged by the policy ([`dns`]).
 //!
-//! 0.3 has no `wasi:io/error` (errors are codes) and a dropped send stream never blocks the
-//! guest (the host writes it out in the background), so `errors` and `linger` have no twin.
+//! 0.3 has no `wasi:io/error` (errors are codes), so `errors` has no twin; nor has `linger`: a
+//! 0.3 write stays in the guest's memory until the socket takes it (wasmtime-wasi writes from the
+//! guest's buffer straight to the socket), so dropping a send stream waits for nothing and
+//! leaves no write behind in the host.
 
 mod accept;
 mod bind;

@@ -8,7 +8,7 @@ use wasmtime::component::{FutureReader, Linker};
 
 use crate::sandbox::state::HostState;
 
-/// Where a component imports `stop` from (linked by the version the host's WIT gives it).
+/// Where a component imports `stop` from: the version the host's WIT gives it.
 const STOP: &str = "sockbox:guest/stop@0.1.0";
 
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> Result<()> {
