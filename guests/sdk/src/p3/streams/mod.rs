@@ -26,7 +26,10 @@ use wasip3::wit_bindgen::{FutureReader, StreamReader, StreamResult, StreamWriter
 use crate::net::io_error;
 use crate::runtime::{cooperate, poll_cooperate, spawn, timeout};
 
-/// Most bytes asked of the host per read (what wasmtime moves per call at most anyway).
+/// The range of bytes asked of the host per read: what a posted read holds while it waits.
+/// A connection of small messages asks for little; one that keeps filling what it asked for
+/// is offered four times more next time, up to what wasmtime moves per call anyway.
+const MIN_READ: usize = 4 * 1024;
 const MAX_READ: usize = 64 * 1024;
 
 /// How long a connection dropped with a write still in flight keeps trying to deliver it.
@@ -40,11 +43,14 @@ pub(crate) struct InputStream {
     /// Bytes read beyond what the caller asked for, from `taken` on.
     surplus: RefCell<Vec<u8>>,
     taken: Cell<usize>,
+    /// Bytes to ask for next, from what the last reads returned.
+    chunk: Cell<usize>,
 }
 
 enum ReadState {
     Idle(Reader),
-    Reading(Boxed<(Reader, io::Result<Vec<u8>>)>),
+    /// A read in flight, of this many bytes at most.
+    Reading(Boxed<(Reader, usize, io::Result<Vec<u8>>)>),
     Ended,
 }
 
@@ -62,13 +68,16 @@ impl InputStream {
         result: FutureReader<Result<(), ErrorCode>>,
     ) -> InputStream {
         InputStream {
+            // A new connection starts idle: no buffer until its first bytes are there (a burst
+            // of clients connecting costs no memory per client).
             state: RefCell::new(ReadState::Idle(Reader {
                 stream,
                 result: Some(result),
-                parked: false,
+                parked: true,
             })),
             surplus: RefCell::new(Vec::new()),
             taken: Cell::new(0),
+            chunk: Cell::new(MIN_READ),
         }
     }
 
@@ -113,7 +122,7 @@ impl InputStream {
             match &mut *state {
                 ReadState::Ended => return Poll::Ready(Ok(Vec::new())),
                 ReadState::Reading(read) => {
-                    let (reader, result) = ready!(read.as_mut().poll(cx));
+                    let (reader, asked, result) = ready!(read.as_mut().poll(cx));
                     *state = match result {
                         Ok(ref bytes) if bytes.is_empty() => ReadState::Ended,
                         Err(_) => ReadState::Ended,
@@ -121,6 +130,8 @@ impl InputStream {
                     };
                     drop(state);
                     let mut bytes = result?;
+                    self.chunk
+                        .set(next_chunk(self.chunk.get(), asked, bytes.len()));
                     if bytes.len() > max {
                         *self.surplus.borrow_mut() = bytes.split_off(max);
                         self.taken.set(0);
@@ -132,7 +143,11 @@ impl InputStream {
                     else {
                         unreachable!()
                     };
-                    *state = ReadState::Reading(Box::pin(read_some(reader, max.min(MAX_READ))));
+                    let asked = max.min(self.chunk.get());
+                    *state = ReadState::Reading(Box::pin(async move {
+                        let (reader, result) = read_some(reader, asked).await;
+                        (reader, asked, result)
+                    }));
                 }
             }
         }
@@ -195,6 +210,16 @@ async fn read_some(mut reader: Reader, size: usize) -> (Reader, io::Result<Vec<u
             StreamResult::Dropped => return ended(reader).await,
             StreamResult::Cancelled => reader.parked = true, // the buffer is freed here
         }
+    }
+}
+
+/// The next read's size: four times more after a full read, otherwise enough for twice what
+/// came, within [`MIN_READ`, `MAX_READ`] (as the 0.2 backend's `streams.rs` sizes its reads).
+fn next_chunk(chunk: usize, asked: usize, got: usize) -> usize {
+    if got >= asked {
+        (chunk * 4).min(MAX_READ)
+    } else {
+        (got * 2).next_power_of_two().clamp(MIN_READ, MAX_READ)
     }
 }
 
@@ -338,5 +363,21 @@ impl Drop for OutputStream {
             })
             .detach();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_grow_while_full_and_shrink_to_what_comes() {
+        assert_eq!(next_chunk(MIN_READ, MIN_READ, MIN_READ), 16 << 10);
+        assert_eq!(next_chunk(16 << 10, 16 << 10, 16 << 10), MAX_READ);
+        assert_eq!(next_chunk(MAX_READ, MAX_READ, MAX_READ), MAX_READ);
+        assert_eq!(next_chunk(MAX_READ, MAX_READ, 5_000), 16 << 10);
+        assert_eq!(next_chunk(MAX_READ, MAX_READ, 64), MIN_READ);
+        // A caller's small buffer filled is no reason to shrink.
+        assert_eq!(next_chunk(MAX_READ, 100, 100), MAX_READ);
     }
 }
