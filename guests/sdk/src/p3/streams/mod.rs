@@ -40,9 +40,8 @@ type Boxed<T> = Pin<Box<dyn Future<Output = T>>>;
 /// The readable end of a connection (`receive`'s stream and its result future).
 pub(crate) struct InputStream {
     state: RefCell<ReadState>,
-    /// Bytes read beyond what the caller asked for, from `taken` on.
-    surplus: RefCell<Vec<u8>>,
-    taken: Cell<usize>,
+    /// Bytes read beyond what the caller asked for.
+    surplus: RefCell<Surplus>,
     /// Bytes to ask for next, from what the last reads returned.
     chunk: Cell<usize>,
 }
@@ -75,8 +74,7 @@ impl InputStream {
                 result: Some(result),
                 parked: true,
             })),
-            surplus: RefCell::new(Vec::new()),
-            taken: Cell::new(0),
+            surplus: RefCell::new(Surplus::default()),
             chunk: Cell::new(MIN_READ),
         }
     }
@@ -113,7 +111,7 @@ impl InputStream {
 
     fn poll_read_vec(&self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Vec<u8>>> {
         let max = max.max(1);
-        if let Some(bytes) = self.take_surplus(max) {
+        if let Some(bytes) = self.surplus.borrow_mut().take(max) {
             return Poll::Ready(Ok(bytes));
         }
         ready!(poll_cooperate(cx));
@@ -133,8 +131,7 @@ impl InputStream {
                     self.chunk
                         .set(next_chunk(self.chunk.get(), asked, bytes.len()));
                     if bytes.len() > max {
-                        *self.surplus.borrow_mut() = bytes.split_off(max);
-                        self.taken.set(0);
+                        self.surplus.borrow_mut().keep(bytes.split_off(max));
                     }
                     return Poll::Ready(Ok(bytes));
                 }
@@ -152,20 +149,35 @@ impl InputStream {
             }
         }
     }
+}
 
-    /// Up to `max` bytes left over from the last read, if any.
-    fn take_surplus(&self, max: usize) -> Option<Vec<u8>> {
-        let mut surplus = self.surplus.borrow_mut();
-        let from = self.taken.get();
-        if from >= surplus.len() {
+/// Bytes a read brought beyond what its caller asked for (the read was posted for an earlier,
+/// larger request), handed out before the next read.
+#[derive(Default)]
+struct Surplus {
+    bytes: Vec<u8>,
+    taken: usize,
+}
+
+impl Surplus {
+    fn keep(&mut self, bytes: Vec<u8>) {
+        debug_assert!(
+            self.taken >= self.bytes.len(),
+            "only kept once all was taken"
+        );
+        *self = Surplus { bytes, taken: 0 };
+    }
+
+    /// Up to `max` bytes, if any are left.
+    fn take(&mut self, max: usize) -> Option<Vec<u8>> {
+        if self.taken >= self.bytes.len() {
             return None;
         }
-        let to = surplus.len().min(from + max);
-        let bytes = surplus[from..to].to_vec();
-        self.taken.set(to);
-        if to == surplus.len() {
-            *surplus = Vec::new();
-            self.taken.set(0);
+        let to = self.bytes.len().min(self.taken + max);
+        let bytes = self.bytes[self.taken..to].to_vec();
+        self.taken = to;
+        if to == self.bytes.len() {
+            *self = Surplus::default(); // the buffer is freed with its last byte
         }
         Some(bytes)
     }
@@ -369,6 +381,18 @@ impl Drop for OutputStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn surplus_bytes_go_out_in_order_within_each_callers_limit() {
+        let mut surplus = Surplus::default();
+        assert_eq!(surplus.take(10), None);
+        surplus.keep(b"abcdefg".to_vec());
+        assert_eq!(surplus.take(3).as_deref(), Some(&b"abc"[..]));
+        assert_eq!(surplus.take(3).as_deref(), Some(&b"def"[..]));
+        assert_eq!(surplus.take(3).as_deref(), Some(&b"g"[..]));
+        assert_eq!(surplus.take(3), None);
+        assert_eq!(surplus.bytes.capacity(), 0, "freed once all is taken");
+    }
 
     #[test]
     fn reads_grow_while_full_and_shrink_to_what_comes() {
