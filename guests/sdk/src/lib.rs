@@ -26,6 +26,9 @@
 //! `control.rs`) and WASI 0.3 with the cargo feature `p3` (the same modules under `p3/`, on
 //! `wasip3` and wit-bindgen's executor). Everything else is shared.
 
+#[cfg(not(any(feature = "p2", feature = "p3")))]
+compile_error!("sockbox-guest needs a backend: its feature `p2` (the default) or `p3`");
+
 pub mod channel;
 #[cfg_attr(feature = "p3", path = "p3/control.rs")]
 pub mod control;
