@@ -48,5 +48,5 @@ pub use compile::CompileCache;
 pub use guest::{Guest, GuestSource};
 pub use policy::Policy;
 pub use sandbox::{
-    GuestExit, ReadySocket, RunningGuest, Sandbox, SandboxBuilder, SocketWatch, Transport,
+    GuestExit, ReadySocket, RunningGuest, Sandbox, SandboxBuilder, SocketWatch, Transport, World,
 };

@@ -131,15 +131,17 @@ impl SocketLedger {
         self.take()
     }
 
-    /// Counts a connection the guest's listener accepted (`socket` and its `output` stream),
-    /// or says why the guest may not hold it.
-    pub(crate) fn accept(&mut self, socket: u32, output: u32) -> Result<(), Refusal> {
+    /// Counts a connection the guest's listener accepted (`socket` and, in WASI 0.2, its
+    /// `output` stream), or says why the guest may not hold it.
+    pub(crate) fn accept(&mut self, socket: u32, output: Option<u32>) -> Result<(), Refusal> {
         if self.accepted.len() >= self.max_connections as usize {
             return Err(Refusal::MaxConnections(self.max_connections));
         }
         self.take()?;
         self.accepted.insert(socket);
-        self.connected(socket, output);
+        if let Some(output) = output {
+            self.connected(socket, output);
+        }
         Ok(())
     }
 

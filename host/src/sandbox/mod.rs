@@ -40,6 +40,7 @@ pub(crate) use builder::check_instances;
 pub use builder::{Sandbox, SandboxBuilder};
 pub use inspect::{Inspection, inspect};
 pub use limits::{FdBudget, fd_budget};
+pub use link::World;
 pub use output::{drain_output, host_line};
 pub(crate) use ports::overlaps;
 pub use running::{RunningGuest, SocketWatch};
