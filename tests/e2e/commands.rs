@@ -25,6 +25,43 @@ fn check_reports_world_and_possible_uses() {
         !stdout.contains("udp-bind"),
         "echo imports no UDP: {stdout}"
     );
+    assert!(stdout.contains("\nwasi: WASI 0.2\n"), "{stdout}");
+}
+
+#[test]
+fn check_tells_a_wasi_p3_guest_by_its_run_export() {
+    let (code, stdout, stderr) = sockbox(&["check", "echo-p3"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("wasi:cli/run@0.3"), "{stdout}");
+    assert!(stdout.contains("sockbox:guest/stop"), "{stdout}");
+    assert!(
+        stdout.contains("conforms to sockbox:guest/server"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\nwasi: WASI 0.3\n"), "{stdout}");
+}
+
+/// A component exporting both worlds' `run`: which to call is unclear, so it is refused.
+const BOTH_RUNS_WAT: &str = r#"(component
+    (core module $m (func (export "run") (result i32) i32.const 0))
+    (core instance $i (instantiate $m))
+    (func $run (result (result)) (canon lift (core func $i "run")))
+    (instance $p2 (export "run" (func $run)))
+    (instance $p3 (export "run" (func $run)))
+    (export "wasi:cli/run@0.2.12" (instance $p2))
+    (export "wasi:cli/run@0.3.0" (instance $p3)))"#;
+
+#[test]
+fn check_refuses_a_component_exporting_both_worlds_runs() {
+    let path = component_file("both-runs", BOTH_RUNS_WAT);
+    let (code, stdout, _) = sockbox(&["check", path.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(stdout.contains("DOES NOT CONFORM"), "{stdout}");
+    assert!(
+        stdout.contains("exports both wasi:cli/run@0.2 and @0.3"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("\nwasi: "), "{stdout}");
 }
 
 #[test]
