@@ -19,6 +19,7 @@ mod framing;
 mod hostile_clients;
 mod instances;
 mod limits;
+mod metrics;
 mod load;
 mod plain;
 mod policy_cli;

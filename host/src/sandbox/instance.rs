@@ -17,12 +17,14 @@ use super::limiter::GuestLimiter;
 use super::limits::{Enforced, MAX_LOOKUPS, default_max_sockets};
 use super::link;
 use super::network;
+use super::observe;
 use super::output::Outputs;
 use super::ports::PortClaims;
 use super::running::{RunningGuest, classify};
 use super::state::{HostState, Shared};
 use crate::audit::AuditLog;
 use crate::compile::{self, CompileCache};
+use crate::metrics::GuestMetrics;
 use crate::guest::{Guest, GuestSource};
 use crate::policy::{Gate, Policy};
 
@@ -97,6 +99,7 @@ pub(super) struct Settings {
     pub(super) port_group: u64,
     /// How many guests share this process's descriptor budget, for the default socket cap.
     pub(super) process_share: usize,
+    pub(super) metrics: GuestMetrics,
 }
 
 /// Instantiates `guest` as `name` in a store of its own (load errors surface here, before
@@ -110,6 +113,7 @@ pub(super) async fn start(
         name.clone(),
         settings.audit_logs.clone(),
         settings.print_denials,
+        settings.metrics.clone(),
     );
     let outputs = Outputs::new(&name, settings.capture_output, settings.stdout_to_stderr);
     let mut store = store(&name, &settings, &shared, &outputs);
@@ -125,12 +129,17 @@ pub(super) async fn start(
     // single task poll; under tokio's cooperative budget (128 resource polls a turn) the
     // pollables past the budget would read as pending and their clients starve. The guest
     // still yields at every epoch tick (see `busy`), so it cannot hold a worker thread.
+    let expected = (settings.policy.listen.len() + settings.policy.udp.len()).max(1);
+    let readiness = shared.readiness.subscribe();
+    let metrics = settings.metrics.clone();
+    let uses_control = guest.uses_control;
     let task = tokio::spawn(tokio::task::unconstrained(async move {
-        let result = command.wasi_cli_run().call_run(&mut store).await;
-        classify(result)
+        let run = async { classify(command.wasi_cli_run().call_run(&mut store).await) };
+        let exit = observe::run(run, readiness, uses_control, expected, &metrics).await;
+        store.data().limiter.count_end(&exit);
+        exit
     }));
 
-    let expected = (settings.policy.listen.len() + settings.policy.udp.len()).max(1);
     Ok(RunningGuest::new(
         name,
         shared,
@@ -162,12 +171,13 @@ fn store(
         wasi: wasi.build(),
         table,
         // All memories together, not each on its own (wasmtime's `StoreLimits`).
-        limiter: GuestLimiter::new(name, enforced.max_memory),
+        limiter: GuestLimiter::new(name, enforced.max_memory, settings.metrics.clone()),
         ledger: SocketLedger::new(
             policy.grants_tcp(),
             policy.grants_udp(),
             &enforced,
             ProcessSockets::global(),
+            settings.metrics.clone(),
         ),
         gate,
         shared: shared.clone(),
@@ -179,6 +189,7 @@ fn store(
     };
     let mut store = Store::new(compile::engine(), state);
     store.limiter(|state| &mut state.limiter);
-    busy::watch(&mut store, |state| &mut state.busy, name, enforced.max_busy);
+    let metrics = settings.metrics.clone();
+    busy::watch(&mut store, |state| &mut state.busy, name, enforced.max_busy, metrics);
     store
 }

@@ -5,7 +5,8 @@
 //! concern: [`readiness`] (a socket is ready), [`errors`] (no host stack in guest-visible
 //! errors), [`linger`] (dropping a stream never blocks), [`sockets`] (sockets counted against
 //! the guest's limits), [`udp`] (datagrams judged per socket), [`bind`] (shared ports claimed),
-//! [`dns`] (names judged by the policy) and [`control`] (`sockbox:guest/control`). The names
+//! [`dns`] (names judged by the policy), [`traffic`] (bytes and datagrams counted for
+//! metrics) and [`control`] (`sockbox:guest/control`). The names
 //! of the interfaces they shadow are written here once.
 
 mod bind;
@@ -15,6 +16,7 @@ mod errors;
 mod linger;
 mod readiness;
 mod sockets;
+mod traffic;
 mod udp;
 
 use std::sync::OnceLock;
@@ -71,6 +73,7 @@ fn build() -> Result<Linker<HostState>> {
     udp::add_hooks(&mut linker)?;
     bind::add_hooks(&mut linker)?;
     dns::add_to_linker(&mut linker)?;
+    traffic::add_hooks(&mut linker)?;
     linker.allow_shadowing(false);
     control::add_to_linker(&mut linker)?;
     Ok(linker)
