@@ -9,8 +9,8 @@ use clap::Args;
 
 use super::Failure;
 use super::run::{StopSignals, compile_cache};
-use sockbox::audit::{AuditLog, DEFAULT_AUDIT_MAX_SIZE};
 use sockbox::Metrics;
+use sockbox::audit::{AuditLog, DEFAULT_AUDIT_MAX_SIZE};
 use sockbox::supervise::{Event, Manifest, Supervisor};
 
 #[derive(Args, Debug)]

@@ -83,7 +83,11 @@ impl Process {
     fn wait_value(&self, series: &str, want: f64) {
         let deadline = Instant::now() + PATIENCE;
         while self.value(series) != want {
-            assert!(Instant::now() < deadline, "{series} stayed at {}, not {want}", self.value(series));
+            assert!(
+                Instant::now() < deadline,
+                "{series} stayed at {}, not {want}",
+                self.value(series)
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -130,7 +134,9 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
     write!(stream, "GET {path} HTTP/1.1\r\nHost: sockbox\r\n\r\n").unwrap();
     let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read the response");
+    stream
+        .read_to_string(&mut response)
+        .expect("read the response");
     let status = response
         .split_whitespace()
         .nth(1)
@@ -221,9 +227,10 @@ max-memory = "16MiB"
         assert_eq!(&buf[..n], datagram);
     }
     let udp = |name: &str| format!("sockbox_{name}{{guest=\"udp\"}}");
+    // Received ones are counted before the guest has them; a sent one a moment after it left.
     assert_eq!(up.value(&udp("datagrams_received_total")), 2.0);
-    assert_eq!(up.value(&udp("datagrams_sent_total")), 2.0);
     assert_eq!(up.value(&udp("received_bytes_total")), 9.0);
+    up.wait_value(&udp("datagrams_sent_total"), 2.0);
     assert_eq!(up.value(&udp("sent_bytes_total")), 9.0);
 
     // The hostile guest's denials, by use; no peer address is a label anywhere.
@@ -232,8 +239,14 @@ max-memory = "16MiB"
     assert_eq!(up.value(&denials("dns")), 1.0);
     assert_eq!(up.value(&denials("tcp-connect")), 1.0);
     assert_eq!(up.value(&denials("tcp-listen")), 0.0);
-    assert_eq!(up.value("sockbox_dns_lookups_total{guest=\"hostile\"}"), 1.0);
-    assert_eq!(up.value("sockbox_memory_kills_total{guest=\"hostile\"}"), 0.0);
+    assert_eq!(
+        up.value("sockbox_dns_lookups_total{guest=\"hostile\"}"),
+        1.0
+    );
+    assert_eq!(
+        up.value("sockbox_memory_kills_total{guest=\"hostile\"}"),
+        0.0
+    );
     assert!(up.value("sockbox_memory_bytes{guest=\"hostile\"}") > 0.0);
     assert!(!up.get("/metrics").1.contains("127.0.0.1"));
 
@@ -241,7 +254,10 @@ max-memory = "16MiB"
     drop(held);
     let body = up.wait_status("/readyz", 503);
     assert_eq!(body, "not ready: hostile\n");
-    assert_eq!(up.value("sockbox_memory_kills_total{guest=\"hostile\"}"), 1.0);
+    assert_eq!(
+        up.value("sockbox_memory_kills_total{guest=\"hostile\"}"),
+        1.0
+    );
     assert_eq!(up.value("sockbox_ready{guest=\"hostile\"}"), 0.0);
     assert_eq!(up.value("sockbox_memory_bytes{guest=\"hostile\"}"), 0.0);
     echo_once(addrs["echo"], b"still here");
@@ -256,16 +272,25 @@ fn run_metrics_count_one_guest_and_hostile_http_clients_are_bounded() {
     echo_once(addr, b"abc");
     run.wait_value("sockbox_connections_active{guest=\"echo\"}", 0.0);
     assert_eq!(run.value("sockbox_connections_total{guest=\"echo\"}"), 1.0);
-    assert_eq!(run.value("sockbox_received_bytes_total{guest=\"echo\"}"), 3.0);
+    assert_eq!(
+        run.value("sockbox_received_bytes_total{guest=\"echo\"}"),
+        3.0
+    );
     assert!(run.value("sockbox_descriptors_budget") > 0.0);
 
     // Many idle connections: past 16 a client is closed at once.
-    let idle: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(run.metrics).unwrap()).collect();
+    let idle: Vec<TcpStream> = (0..16)
+        .map(|_| TcpStream::connect(run.metrics).unwrap())
+        .collect();
     std::thread::sleep(Duration::from_millis(200));
     let mut extra = TcpStream::connect(run.metrics).unwrap();
     extra.set_read_timeout(Some(PATIENCE)).unwrap();
     let started = Instant::now();
-    assert_eq!(extra.read(&mut [0; 16]).unwrap_or(0), 0, "closed, not served");
+    assert_eq!(
+        extra.read(&mut [0; 16]).unwrap_or(0),
+        0,
+        "closed, not served"
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
     // A slow head is cut off after 5 s.
     drop(idle);
@@ -277,21 +302,86 @@ fn run_metrics_count_one_guest_and_hostile_http_clients_are_bounded() {
     let mut answer = String::new();
     let _ = slow.read_to_string(&mut answer);
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_secs(4) && waited < Duration::from_secs(9), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(9),
+        "{waited:?}"
+    );
     assert!(!answer.contains("sockbox_"), "{answer}");
     // A huge head is refused, never answered with metrics.
     let mut huge = TcpStream::connect(run.metrics).unwrap();
     huge.set_read_timeout(Some(PATIENCE)).unwrap();
-    let head = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(64 * 1024));
+    let head = format!(
+        "GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
     let _ = huge.write_all(head.as_bytes());
     let mut answer = Vec::new();
     let _ = huge.read_to_end(&mut answer);
     let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
     // The process serves on: metrics, and the guest.
     assert_eq!(run.get("/healthz").0, 200);
     echo_once(addr, b"after");
     assert_eq!(run.value("sockbox_connections_total{guest=\"echo\"}"), 2.0);
     assert!(run.alive());
     let _ = run.stderr.try_recv();
+}
+
+#[test]
+fn json_logs_are_one_object_a_line_naming_the_guest() {
+    let hostile = test_guest("hostile");
+    let out = sockbox_command()
+        .env("SOCKBOX_LOG", "info")
+        .args(["--log-format", "json", "run"])
+        .arg(&hostile)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--",
+            "listen:127.0.0.1:0",
+            "connect:127.0.0.1:9",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sockbox");
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let denial = lines
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("denied tcp-connect"))
+        })
+        .unwrap_or_else(|| panic!("no denial line in:\n{stderr}"));
+    assert_eq!(denial["guest"], "hostile");
+    assert_eq!(denial["level"], "WARN");
+    // The tracing lines carry their fields beside the message (a socket's readiness here).
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["guest"] == "hostile" && l["level"] == "INFO"),
+        "{stderr}"
+    );
+    // stdout is unchanged: the ready line and the guest's own output.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("ready tcp 127.0.0.1:")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("RESULT connect:127.0.0.1:9 err")),
+        "{stdout}"
+    );
 }

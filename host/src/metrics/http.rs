@@ -106,9 +106,10 @@ fn respond(metrics: &Metrics, request: &Request<Incoming>) -> Response<String> {
     match request.uri().path() {
         "/metrics" => {
             let mut response = Response::new(metrics.encode());
-            response
-                .headers_mut()
-                .insert("content-type", METRICS_TYPE.parse().expect("a valid header"));
+            response.headers_mut().insert(
+                "content-type",
+                METRICS_TYPE.parse().expect("a valid header"),
+            );
             response
         }
         "/healthz" => plain(StatusCode::OK, "ok\n".into()),
@@ -118,10 +119,16 @@ fn respond(metrics: &Metrics, request: &Request<Incoming>) -> Response<String> {
                 plain(StatusCode::OK, "ready\n".into())
             } else {
                 let names = not_ready.join(" ");
-                plain(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {names}\n"))
+                plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {names}\n"),
+                )
             }
         }
-        _ => plain(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz or /readyz\n".into()),
+        _ => plain(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /healthz or /readyz\n".into(),
+        ),
     }
 }
 

@@ -110,24 +110,100 @@ impl Metrics {
                 registry.register_with_unit($name, $help, $unit, $metric.clone())
             };
         }
-        register!("connections_active", "Connections the guest holds now (accepted, not yet dropped)", f.connections_active);
-        register!("connections", "Connections the guest accepted", f.connections);
-        register!("connections_refused", "Clients the host accepted and closed at once because a limit was met (max-connections, max-sockets, the descriptor budget)", f.connections_refused);
-        register!("received", "Bytes the guest read from its TCP connections and UDP datagrams it was given", Unit::Bytes, f.received_bytes);
-        register!("sent", "Bytes the guest wrote to its TCP connections and sent in UDP datagrams", Unit::Bytes, f.sent_bytes);
-        register!("datagrams_received", "UDP datagrams the guest was given (allowed by the policy)", f.datagrams_received);
-        register!("datagrams_sent", "UDP datagrams the guest sent", f.datagrams_sent);
-        register!("denials", "Uses the host denied, by use (refusals by a limit included)", f.denials);
-        register!("dns_lookups", "Names the guest asked to look up (allowed or denied)", f.dns_lookups);
-        register!("restarts", "Times `sockbox up` started an instance of the guest again", f.restarts);
-        register!("busy_kills", "Runs stopped for computing longer than max-busy without yielding", f.busy_kills);
-        register!("memory_kills", "Runs that failed after a memory growth was refused at max-memory", f.memory_kills);
-        register!("memory", "Wasm memory the guest's running instances hold", Unit::Bytes, f.memory_bytes);
-        register!("instances_ready", "Instances of the guest serving on every socket they were granted", f.instances_ready);
-        register!("ready", "1 when every instance of the guest is ready, else 0", f.ready);
-        register!("descriptors_used", "Descriptors the guests of this process hold against their budget (sockets, lingering closes)", process.descriptors_used);
-        register!("descriptors_budget", "Descriptors the guests of this process may hold together", process.descriptors_budget);
-        register!("uptime", "Time since this process set up its metrics", Unit::Seconds, process.uptime);
+        register!(
+            "connections_active",
+            "Connections the guest holds now (accepted, not yet dropped)",
+            f.connections_active
+        );
+        register!(
+            "connections",
+            "Connections the guest accepted",
+            f.connections
+        );
+        register!(
+            "connections_refused",
+            "Clients the host accepted and closed at once because a limit was met (max-connections, max-sockets, the descriptor budget)",
+            f.connections_refused
+        );
+        register!(
+            "received",
+            "Bytes the guest read from its TCP connections and UDP datagrams it was given",
+            Unit::Bytes,
+            f.received_bytes
+        );
+        register!(
+            "sent",
+            "Bytes the guest wrote to its TCP connections and sent in UDP datagrams",
+            Unit::Bytes,
+            f.sent_bytes
+        );
+        register!(
+            "datagrams_received",
+            "UDP datagrams the guest was given (allowed by the policy)",
+            f.datagrams_received
+        );
+        register!(
+            "datagrams_sent",
+            "UDP datagrams the guest sent",
+            f.datagrams_sent
+        );
+        register!(
+            "denials",
+            "Uses the host denied, by use (refusals by a limit included)",
+            f.denials
+        );
+        register!(
+            "dns_lookups",
+            "Names the guest asked to look up (allowed or denied)",
+            f.dns_lookups
+        );
+        register!(
+            "restarts",
+            "Times `sockbox up` started an instance of the guest again",
+            f.restarts
+        );
+        register!(
+            "busy_kills",
+            "Runs stopped for computing longer than max-busy without yielding",
+            f.busy_kills
+        );
+        register!(
+            "memory_kills",
+            "Runs that failed after a memory growth was refused at max-memory",
+            f.memory_kills
+        );
+        register!(
+            "memory",
+            "Wasm memory the guest's running instances hold",
+            Unit::Bytes,
+            f.memory_bytes
+        );
+        register!(
+            "instances_ready",
+            "Instances of the guest serving on every socket they were granted",
+            f.instances_ready
+        );
+        register!(
+            "ready",
+            "1 when every instance of the guest is ready, else 0",
+            f.ready
+        );
+        register!(
+            "descriptors_used",
+            "Descriptors the guests of this process hold against their budget (sockets, lingering closes)",
+            process.descriptors_used
+        );
+        register!(
+            "descriptors_budget",
+            "Descriptors the guests of this process may hold together",
+            process.descriptors_budget
+        );
+        register!(
+            "uptime",
+            "Time since this process set up its metrics",
+            Unit::Seconds,
+            process.uptime
+        );
         registry.register(
             "build",
             "The sockbox build",
@@ -149,14 +225,19 @@ impl Metrics {
     pub fn guest(&self, name: &str, instances: usize) -> GuestMetrics {
         let mut guests = self.inner.guests.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(guest) = guests.get(name) {
-            guest.series.instances.store(instances as u64, Ordering::Relaxed);
+            guest
+                .series
+                .instances
+                .store(instances as u64, Ordering::Relaxed);
             return guest.clone();
         }
         let f = &self.inner.families;
         let labels: Labels = vec![("guest", name.to_string())];
         let denials = DENIAL_USES.map(|use_| {
-            f.denials
-                .get_or_create_owned(&vec![("guest", name.to_string()), ("use", use_.to_string())])
+            f.denials.get_or_create_owned(&vec![
+                ("guest", name.to_string()),
+                ("use", use_.to_string()),
+            ])
         });
         let series = GuestSeries {
             connections_active: f.connections_active.get_or_create_owned(&labels),
@@ -190,7 +271,10 @@ impl Metrics {
         let sockets = crate::sandbox::guest_sockets();
         inner.process.descriptors_used.set(to_i64(sockets.held));
         inner.process.descriptors_budget.set(to_i64(sockets.budget));
-        inner.process.uptime.set(inner.started.elapsed().as_secs_f64());
+        inner
+            .process
+            .uptime
+            .set(inner.started.elapsed().as_secs_f64());
         for guest in self.guests() {
             let series = &guest.series;
             series.ready.set(i64::from(guest.is_ready()));

@@ -28,10 +28,27 @@ fn each_guest_event_moves_its_own_series() {
     echo.sent(7);
     echo.datagrams_received(2, 30);
     echo.datagrams_sent(1, 5);
-    echo.decided(&AuditEvent::new("echo", Use::TcpConnect, "192.0.2.1:80", false, None));
-    echo.decided(&AuditEvent::new("echo", Use::Dns, "example.com", true, None));
+    echo.decided(&AuditEvent::new(
+        "echo",
+        Use::TcpConnect,
+        "192.0.2.1:80",
+        false,
+        None,
+    ));
+    echo.decided(&AuditEvent::new(
+        "echo",
+        Use::Dns,
+        "example.com",
+        true,
+        None,
+    ));
     let limit = Some(format!("{}max-connections 1", crate::audit::LIMIT_PREFIX));
-    echo.decided(&AuditEvent::refused("echo", "tcp-accept", "127.0.0.1:5", limit));
+    echo.decided(&AuditEvent::refused(
+        "echo",
+        "tcp-accept",
+        "127.0.0.1:5",
+        limit,
+    ));
     echo.memory_changed(65536);
     echo.restarted();
     echo.busy_killed();
@@ -51,13 +68,19 @@ fn each_guest_event_moves_its_own_series() {
     assert_eq!(e("busy_kills_total"), Some(1.0));
     assert_eq!(e("memory_kills_total"), Some(1.0));
     let denials = |use_: &str| {
-        sample(&text, &format!("sockbox_denials_total{{guest=\"echo\",use=\"{use_}\"}}"))
+        sample(
+            &text,
+            &format!("sockbox_denials_total{{guest=\"echo\",use=\"{use_}\"}}"),
+        )
     };
     assert_eq!(denials("tcp-connect"), Some(1.0));
     assert_eq!(denials("tcp-accept"), Some(1.0));
     assert_eq!(denials("dns"), Some(0.0));
     // The other guest's series exist, untouched.
-    assert_eq!(sample(&text, "sockbox_connections_total{guest=\"chat\"}"), Some(0.0));
+    assert_eq!(
+        sample(&text, "sockbox_connections_total{guest=\"chat\"}"),
+        Some(0.0)
+    );
     assert!(text.contains("sockbox_build_info{version=\""), "{text}");
     assert!(sample(&text, "sockbox_uptime_seconds").is_some());
     assert!(sample(&text, "sockbox_descriptors_budget").unwrap() > 0.0);
@@ -73,7 +96,11 @@ fn a_guest_is_ready_when_all_its_instances_are() {
     assert_eq!(metrics.not_ready(), ["echo"]);
     echo.instance_ready(true);
     assert!(metrics.not_ready().is_empty());
-    assert!(metrics.encode().contains("sockbox_ready{guest=\"echo\"} 1\n"));
+    assert!(
+        metrics
+            .encode()
+            .contains("sockbox_ready{guest=\"echo\"} 1\n")
+    );
     echo.instance_ready(false);
     assert_eq!(metrics.not_ready(), ["echo"]);
     // The same name is the same handles (instances and restarts count together).
@@ -104,7 +131,9 @@ async fn the_endpoints_answer_and_readyz_names_the_guests_not_ready() {
     let metrics = Metrics::new();
     let echo = metrics.guest("echo", 1);
     metrics.guest("chat", 1).instance_ready(true);
-    let server = serve(metrics, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let server = serve(metrics, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let addr = server.addr();
     assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
     let readyz = get(addr, "/readyz").await;
@@ -114,7 +143,10 @@ async fn the_endpoints_answer_and_readyz_names_the_guests_not_ready() {
     assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
     let scrape = get(addr, "/metrics").await;
     assert!(scrape.contains("application/openmetrics-text"), "{scrape}");
-    assert!(scrape.contains("sockbox_ready{guest=\"echo\"} 1"), "{scrape}");
+    assert!(
+        scrape.contains("sockbox_ready{guest=\"echo\"} 1"),
+        "{scrape}"
+    );
     assert!(get(addr, "/other").await.starts_with("HTTP/1.1 404"));
 }
 

@@ -24,8 +24,8 @@ use super::running::{RunningGuest, classify};
 use super::state::{HostState, Shared};
 use crate::audit::AuditLog;
 use crate::compile::{self, CompileCache};
-use crate::metrics::GuestMetrics;
 use crate::guest::{Guest, GuestSource};
+use crate::metrics::GuestMetrics;
 use crate::policy::{Gate, Policy};
 
 /// Most resources (sockets, streams, pollables...) one guest may hold at once; a guest that
@@ -190,6 +190,12 @@ fn store(
     let mut store = Store::new(compile::engine(), state);
     store.limiter(|state| &mut state.limiter);
     let metrics = settings.metrics.clone();
-    busy::watch(&mut store, |state| &mut state.busy, name, enforced.max_busy, metrics);
+    busy::watch(
+        &mut store,
+        |state| &mut state.busy,
+        name,
+        enforced.max_busy,
+        metrics,
+    );
     store
 }

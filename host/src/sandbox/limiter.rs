@@ -89,7 +89,8 @@ impl ResourceLimiter for GuestLimiter {
                 )
             }));
         }
-        self.metrics.memory_changed(total as i64 - self.memory as i64);
+        self.metrics
+            .memory_changed(total as i64 - self.memory as i64);
         self.memory = total;
         Ok(true)
     }

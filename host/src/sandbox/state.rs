@@ -20,10 +20,10 @@ use super::output;
 use super::ports::PortClaims;
 use super::types::{ReadySocket, Transport};
 use super::udp_sockets::UdpSockets;
-use crate::metrics::GuestMetrics;
 use crate::audit::{
     AuditEvent, AuditLog, DenialBudget, denial_message, suppressed_event, suppressed_message,
 };
+use crate::metrics::GuestMetrics;
 use crate::policy::{Gate, Verdict};
 
 /// Decisions kept in memory for [`crate::sandbox::RunningGuest::decisions`]; older ones fall off.

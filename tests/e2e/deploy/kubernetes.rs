@@ -268,7 +268,10 @@ fn the_probes_and_the_scrape_ask_the_manifest_s_metrics_listener() {
         .manifest
         .metrics
         .expect("the manifest has a [metrics] address");
-    assert!(metrics.ip().is_unspecified(), "{metrics} is unreachable from outside the pod");
+    assert!(
+        metrics.ip().is_unspecified(),
+        "{metrics} is unreachable from outside the pod"
+    );
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         let get = &container[probe]["httpGet"];
         assert_eq!(get["path"], path, "{probe}");
@@ -283,7 +286,10 @@ fn the_probes_and_the_scrape_ask_the_manifest_s_metrics_listener() {
     }
     let annotations = &cluster.pod()["metadata"]["annotations"];
     assert_eq!(annotations["prometheus.io/scrape"], "true");
-    assert_eq!(annotations["prometheus.io/port"], metrics.port().to_string());
+    assert_eq!(
+        annotations["prometheus.io/port"],
+        metrics.port().to_string()
+    );
     assert_eq!(annotations["prometheus.io/path"], "/metrics");
 }
 

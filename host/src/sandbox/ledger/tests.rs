@@ -240,3 +240,40 @@ fn a_dropped_ledger_returns_all_but_its_lingering_closes_until_they_end() {
     linger.finished();
     assert_eq!(held(&process), 0);
 }
+
+#[test]
+fn accepted_connections_are_counted_until_released_or_the_ledger_is_dropped() {
+    let metrics = crate::metrics::Metrics::new();
+    let limits = Enforced {
+        max_memory: 0,
+        max_sockets: 9,
+        max_connections: 2,
+        max_busy: Duration::ZERO,
+    };
+    let process = ProcessSockets::new(10);
+    let mut ledger = SocketLedger::new(true, false, &limits, process, metrics.guest("g", 1));
+    for rep in 1..=3 {
+        let _ = ledger.accept(rep, rep + 200, rep + 100);
+    }
+    let series = |text: &str, name: &str| {
+        let prefix = format!("sockbox_{name}{{guest=\"g\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+    };
+    let text = metrics.encode();
+    assert_eq!(series(&text, "connections_total").as_deref(), Some("2"));
+    assert_eq!(series(&text, "connections_active").as_deref(), Some("2"));
+    assert!(ledger.is_connection_input(201) && ledger.is_connection_output(101));
+    assert!(
+        !ledger.is_connection_input(101),
+        "an output is not an input"
+    );
+    ledger.release(1);
+    assert!(!ledger.is_connection_input(201), "released with its socket");
+    let text = metrics.encode();
+    assert_eq!(series(&text, "connections_active").as_deref(), Some("1"));
+    drop(ledger);
+    let text = metrics.encode();
+    assert_eq!(series(&text, "connections_active").as_deref(), Some("0"));
+    assert_eq!(series(&text, "connections_total").as_deref(), Some("2"));
+}

@@ -75,7 +75,11 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
                 Ok(accepted) => accepted,
                 Err(err) => return Ok((Err(view.convert_error_code(err)?),)),
             };
-            let Err(refusal) = state.ledger.accept(accepted.0.rep(), accepted.1.rep(), accepted.2.rep()) else {
+            let Err(refusal) =
+                state
+                    .ledger
+                    .accept(accepted.0.rep(), accepted.1.rep(), accepted.2.rep())
+            else {
                 return Ok((Ok(accepted),));
             };
             let peer = close_accepted(state, accepted)?;

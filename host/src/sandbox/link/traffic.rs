@@ -11,10 +11,10 @@ use anyhow::Result;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource, ResourceTable};
 use wasmtime_wasi::p2::bindings::sockets::network::Host as _;
-use wasmtime_wasi::sockets::WasiSocketsView;
 use wasmtime_wasi::p2::bindings::sockets::udp::{
     HostOutgoingDatagramStream, IncomingDatagram, OutgoingDatagram, OutgoingDatagramStream,
 };
+use wasmtime_wasi::sockets::WasiSocketsView;
 use wasmtime_wasi_io::bindings::wasi::io::streams as wit;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream, StreamError};
 
@@ -44,7 +44,8 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
             Box::new(async move {
                 let state = store.data_mut();
                 let rep = stream.rep();
-                let result = wit::HostInputStream::blocking_read(&mut state.table, stream, len).await;
+                let result =
+                    wit::HostInputStream::blocking_read(&mut state.table, stream, len).await;
                 if let Ok(bytes) = &result {
                     received(state, rep, bytes.len());
                 }
@@ -59,9 +60,12 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
             Box::new(async move {
                 let state = store.data_mut();
                 let (rep, len) = (stream.rep(), contents.len());
-                let result =
-                    wit::HostOutputStream::blocking_write_and_flush(&mut state.table, stream, contents)
-                        .await;
+                let result = wit::HostOutputStream::blocking_write_and_flush(
+                    &mut state.table,
+                    stream,
+                    contents,
+                )
+                .await;
                 if result.is_ok() {
                     sent(state, rep, len);
                 }

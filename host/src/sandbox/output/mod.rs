@@ -17,8 +17,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use channel::Fd;
 pub use channel::{drain_output, guest_line, host_line};
-pub use json::host_lines_as_json;
 use guest::GuestOutput;
+pub use json::host_lines_as_json;
 
 /// Captured output beyond this fails the guest's write; it is meant for tests and tools.
 const CAPTURE_CAPACITY: usize = 64 * 1024 * 1024;
