@@ -50,5 +50,5 @@ pub use guest::{Guest, GuestSource};
 pub use metrics::{GuestMetrics, Metrics};
 pub use policy::Policy;
 pub use sandbox::{
-    GuestExit, ReadySocket, RunningGuest, Sandbox, SandboxBuilder, SocketWatch, Transport,
+    GuestExit, ReadySocket, RunningGuest, Sandbox, SandboxBuilder, SocketWatch, Transport, World,
 };

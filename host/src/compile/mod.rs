@@ -26,6 +26,8 @@ pub(crate) fn engine() -> &'static Engine {
     ENGINE.get_or_init(|| {
         let mut config = Config::new();
         config.wasm_component_model(true);
+        // WASI 0.3 guests: streams, futures and waitable sets. 0.2 guests never use them.
+        config.wasm_component_model_async(true);
         // The epoch is advanced by the sandbox's busy watch (`sandbox/busy.rs`).
         config.epoch_interruption(true);
         Engine::new(&config).expect("a valid wasmtime configuration")

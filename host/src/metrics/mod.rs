@@ -169,7 +169,7 @@ impl Metrics {
         );
         register!(
             "memory_kills",
-            "Runs that failed after a memory growth was refused at max-memory",
+            "Runs that ended after a memory growth was refused at max-memory (a failed allocation aborts the guest)",
             f.memory_kills
         );
         register!(
@@ -429,7 +429,7 @@ impl GuestMetrics {
         self.series.busy_kills.inc();
     }
 
-    /// A run failed after the limiter refused it memory.
+    /// A run ended after the limiter refused it memory.
     pub(crate) fn memory_killed(&self) {
         self.series.memory_kills.inc();
     }

@@ -4,7 +4,9 @@ use std::fmt;
 
 use anyhow::Result;
 
-use super::link::{FILESYSTEM, NAME_LOOKUP, TCP, UDP, imports_control, prepare, unversioned};
+use super::link::{
+    FILESYSTEM, NAME_LOOKUP, TCP, UDP, World, imports_control, prepare, unversioned, world,
+};
 use crate::compile::{self, CompileCache};
 use crate::guest::GuestSource;
 
@@ -19,6 +21,8 @@ pub struct Inspection {
     pub exports: Vec<String>,
     /// It imports `sockbox:guest/control` (graceful shutdown, granted addresses).
     pub uses_control: bool,
+    /// The WASI it is built for (from its `wasi:cli/run` export); `None` if that is unclear.
+    pub wasi: Option<World>,
     /// Why it cannot run under sockbox, if it cannot.
     pub problem: Option<String>,
     /// The policy uses its imports make possible (each still needs a grant).
@@ -48,16 +52,21 @@ pub fn inspect(source: &GuestSource) -> Result<Inspection> {
     // Any version, and for TCP and UDP their `-create-socket` interfaces too.
     let has = |name: &str| imports.iter().any(|i| i.starts_with(unversioned(name)));
     let mut could_attempt = Vec::new();
-    if has(TCP) {
+    // WASI 0.3 has both socket kinds in one interface.
+    let p3_sockets = imports
+        .iter()
+        .any(|i| i.starts_with("wasi:sockets/types@0.3"));
+    if has(TCP) || p3_sockets {
         could_attempt.extend(["tcp-listen", "tcp-accept", "tcp-connect"]);
     }
-    if has(UDP) {
+    if has(UDP) || p3_sockets {
         could_attempt.extend(["udp-bind", "udp-send", "udp-recv"]);
     }
     if has(NAME_LOOKUP) {
         could_attempt.push("dns");
     }
     Ok(Inspection {
+        wasi: world(component, &name).ok(),
         name,
         uses_control: imports_control(component),
         imports,
@@ -87,6 +96,9 @@ impl fmt::Display for Inspection {
                 "world: a plain wasi:cli/command (no control: stopped without a graceful shutdown)"
             )?,
             Some(problem) => writeln!(f, "world: DOES NOT CONFORM: {problem}")?,
+        }
+        if let Some(wasi) = self.wasi {
+            writeln!(f, "wasi: {wasi}")?;
         }
         if self.could_attempt.is_empty() {
             writeln!(f, "could attempt: no network use")?;

@@ -9,13 +9,12 @@ use tokio::sync::Semaphore;
 use wasmtime::Store;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p2::bindings::CommandPre;
 
 use super::busy;
 use super::ledger::{ProcessSockets, SocketLedger};
 use super::limiter::GuestLimiter;
 use super::limits::{Enforced, MAX_LOOKUPS, default_max_sockets};
-use super::link;
+use super::link::{self, CommandPre};
 use super::network;
 use super::observe;
 use super::output::Outputs;
@@ -44,7 +43,7 @@ pub(super) struct GuestSlot {
 /// A guest checked against the sandbox's linker, ready to instantiate.
 #[derive(Clone)]
 pub(super) struct Prepared {
-    pre: CommandPre<HostState>,
+    pre: CommandPre,
     uses_control: bool,
 }
 
@@ -117,28 +116,37 @@ pub(super) async fn start(
     );
     let outputs = Outputs::new(&name, settings.capture_output, settings.stdout_to_stderr);
     let mut store = store(&name, &settings, &shared, &outputs);
-    let command = guest
-        .pre
-        .instantiate_async(&mut store)
-        .await
-        .map_err(|err| {
-            anyhow::Error::from(err).context(format!("cannot instantiate guest `{name}`"))
-        })?;
+    let cannot = |err: wasmtime::Error| {
+        anyhow::Error::from(err).context(format!("cannot instantiate guest `{name}`"))
+    };
 
     // Unconstrained: one `poll` of wasi:io checks every pollable the guest waits on within a
     // single task poll; under tokio's cooperative budget (128 resource polls a turn) the
     // pollables past the budget would read as pending and their clients starve. The guest
     // still yields at every epoch tick (see `busy`), so it cannot hold a worker thread.
     let expected = (settings.policy.listen.len() + settings.policy.udp.len()).max(1);
-    let readiness = shared.readiness.subscribe();
-    let metrics = settings.metrics.clone();
-    let uses_control = guest.uses_control;
-    let task = tokio::spawn(tokio::task::unconstrained(async move {
-        let run = async { classify(command.wasi_cli_run().call_run(&mut store).await) };
-        let exit = observe::run(run, readiness, uses_control, expected, &metrics).await;
-        store.data().limiter.count_end(&exit);
-        exit
-    }));
+    let ready = observe::ReadyWatch::new(&shared, guest.uses_control, expected, &settings.metrics);
+    let task = match &guest.pre {
+        CommandPre::P2(pre) => {
+            let command = pre.instantiate_async(&mut store).await.map_err(cannot)?;
+            tokio::spawn(tokio::task::unconstrained(ready.around(async move {
+                let result = command.wasi_cli_run().call_run(&mut store).await;
+                classify(result)
+            })))
+        }
+        CommandPre::P3(pre, indices) => {
+            let instance = pre.instantiate_async(&mut store).await.map_err(cannot)?;
+            let command = indices.load(&mut store, &instance).map_err(cannot)?;
+            // The store runs its guest's tasks inside this task, on the thread that polls the
+            // guest's sockets: a socket event never hops threads to reach the guest.
+            tokio::spawn(tokio::task::unconstrained(ready.around(async move {
+                let result = store
+                    .run_concurrent(async move |store| command.wasi_cli_run().call_run(store).await)
+                    .await;
+                classify(result.and_then(|run| run))
+            })))
+        }
+    };
 
     Ok(RunningGuest::new(
         name,

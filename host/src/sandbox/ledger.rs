@@ -157,16 +157,22 @@ impl SocketLedger {
         self.take()
     }
 
-    /// Counts a connection the guest's listener accepted (`socket` and its `input` and
-    /// `output` streams), or says why the guest may not hold it.
-    pub(crate) fn accept(&mut self, socket: u32, input: u32, output: u32) -> Result<(), Refusal> {
+    /// Counts a connection the guest's listener accepted (`socket` and, in WASI 0.2, its
+    /// `input` and `output` streams), or says why the guest may not hold it.
+    pub(crate) fn accept(
+        &mut self,
+        socket: u32,
+        streams: Option<(u32, u32)>,
+    ) -> Result<(), Refusal> {
         if self.accepted.len() >= self.max_connections as usize {
             return Err(Refusal::MaxConnections(self.max_connections));
         }
         self.take()?;
         self.accepted.insert(socket);
         self.metrics.connection_opened();
-        self.connected(socket, input, output);
+        if let Some((input, output)) = streams {
+            self.connected(socket, input, output);
+        }
         Ok(())
     }
 

@@ -5,7 +5,6 @@
 
 use wasmtime::ResourceLimiter;
 
-use super::types::GuestExit;
 use crate::metrics::GuestMetrics;
 
 /// Core instances, linear memories and tables one guest may create, and table elements in all
@@ -30,7 +29,8 @@ pub(crate) struct GuestLimiter {
     table_elements: usize,
     /// A refused growth was reported.
     warned: bool,
-    /// A memory growth was refused: a run that then fails ran out of memory.
+    /// A memory growth was refused: the run ends counted as one max-memory stopped (a guest
+    /// whose allocation fails aborts, in every language sockbox runs).
     refused_memory: bool,
     /// Where the memory held and the runs ended by max-memory are counted.
     metrics: GuestMetrics,
@@ -46,13 +46,6 @@ impl GuestLimiter {
             warned: false,
             refused_memory: false,
             metrics,
-        }
-    }
-
-    /// Counts a run that failed after a memory growth was refused as ended by max-memory.
-    pub(crate) fn count_end(&self, exit: &GuestExit) {
-        if self.refused_memory && !exit.is_clean() {
-            self.metrics.memory_killed();
         }
     }
 
@@ -142,6 +135,9 @@ fn grown(sum: usize, current: usize, desired: usize, maximum: Option<usize>) -> 
 impl Drop for GuestLimiter {
     fn drop(&mut self) {
         self.metrics.memory_changed(-(self.memory as i64));
+        if self.refused_memory {
+            self.metrics.memory_killed();
+        }
         tracing::debug!(
             guest = %self.guest,
             memory = self.memory,

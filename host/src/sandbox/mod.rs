@@ -42,6 +42,7 @@ pub use builder::{Sandbox, SandboxBuilder};
 pub use inspect::{Inspection, inspect};
 pub(crate) use ledger::guest_sockets;
 pub use limits::{FdBudget, fd_budget};
+pub use link::World;
 pub use output::{drain_output, guest_line, host_line, host_lines_as_json};
 pub(crate) use ports::overlaps;
 pub use running::{RunningGuest, SocketWatch};

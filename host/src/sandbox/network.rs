@@ -60,6 +60,38 @@ pub(crate) fn grant_udp_socket(
     });
 }
 
+/// The check of one WASI 0.3 UDP socket. 0.3 has no datagram batch to judge in a hook (its
+/// `receive` is one datagram per call), so each received datagram is judged here, and one the
+/// policy refuses costs a yield: wasmtime-wasi drops it and reads the next in a loop, and the
+/// yield lets the guest's other tasks and every other guest run while a flood of refused
+/// datagrams lasts.
+pub(crate) fn grant_udp_socket_p3(
+    builder: &mut WasiCtxBuilder,
+    gate: Arc<Gate>,
+    shared: Arc<Shared>,
+    socket: Arc<UdpSocketState>,
+) {
+    builder.allow_udp(true);
+    builder.socket_addr_check(move |addr, use_| {
+        let allowed = match use_ {
+            SocketAddrUse::UdpBind | SocketAddrUse::UdpSend | SocketAddrUse::UdpReceive => {
+                let verdict = gate.check_udp(&socket, op(use_), addr, Instant::now());
+                if !verdict.repeat {
+                    shared.record(&verdict);
+                }
+                verdict.allowed
+            }
+            _ => false,
+        };
+        Box::pin(async move {
+            if !allowed && matches!(use_, SocketAddrUse::UdpReceive) {
+                tokio::task::yield_now().await;
+            }
+            allowed
+        })
+    });
+}
+
 fn op(use_: SocketAddrUse) -> SocketOp {
     match use_ {
         SocketAddrUse::TcpBind => SocketOp::TcpBind,

@@ -6,7 +6,7 @@ use std::future::Future;
 
 use tokio::sync::watch;
 
-use super::state::Readiness;
+use super::state::{Readiness, Shared};
 use super::types::GuestExit;
 use crate::metrics::GuestMetrics;
 
@@ -21,26 +21,44 @@ impl Readiness {
     }
 }
 
-/// Awaits `run`, the instance counted ready in `metrics` while it is.
-pub(super) async fn run(
-    run: impl Future<Output = GuestExit>,
-    mut readiness: watch::Receiver<Readiness>,
+/// What a run is watched with: the guest's readiness, and where to count it.
+pub(super) struct ReadyWatch {
+    readiness: watch::Receiver<Readiness>,
     uses_control: bool,
     expected_sockets: usize,
-    metrics: &GuestMetrics,
-) -> GuestExit {
-    let mut run = std::pin::pin!(run);
-    let ready = tokio::select! {
-        exit = &mut run => return exit,
-        ready = readiness.wait_for(|r| r.is_ready(uses_control, expected_sockets)) => ready.is_ok(),
-    };
-    if !ready {
-        return run.await;
-    }
-    let _ready = ReadyWhileAlive::new(metrics);
-    run.await
+    metrics: GuestMetrics,
 }
 
+impl ReadyWatch {
+    pub(super) fn new(
+        shared: &Shared,
+        uses_control: bool,
+        expected_sockets: usize,
+        metrics: &GuestMetrics,
+    ) -> ReadyWatch {
+        ReadyWatch {
+            readiness: shared.readiness.subscribe(),
+            uses_control,
+            expected_sockets,
+            metrics: metrics.clone(),
+        }
+    }
+
+    /// Awaits `run`, the instance counted ready in the metrics while it is.
+    pub(super) async fn around(mut self, run: impl Future<Output = GuestExit>) -> GuestExit {
+        let mut run = std::pin::pin!(run);
+        let (control, expected) = (self.uses_control, self.expected_sockets);
+        let ready = tokio::select! {
+            exit = &mut run => return exit,
+            ready = self.readiness.wait_for(|r| r.is_ready(control, expected)) => ready.is_ok(),
+        };
+        if !ready {
+            return run.await;
+        }
+        let _ready = ReadyWhileAlive::new(&self.metrics);
+        run.await
+    }
+}
 /// Counts the instance ready until dropped: at the run's end, or when the task is aborted.
 struct ReadyWhileAlive<'a>(&'a GuestMetrics);
 

@@ -25,6 +25,7 @@ use wasmtime::component::Resource;
 use wasmtime_wasi::p2::bindings::sockets::tcp::HostTcpSocket;
 use wasmtime_wasi::p2::bindings::sockets::udp::HostUdpSocket;
 use wasmtime_wasi::p2::{TcpSocket, UdpSocket};
+use wasmtime_wasi::p3::bindings::sockets::types as p3;
 use wasmtime_wasi::sockets::WasiSocketsCtxView;
 
 /// Rounds of random hop limits before a single remaining socket is taken as the one marked.
@@ -53,6 +54,43 @@ pub(crate) fn set_reuseport(fd: RawFd, on: bool) -> Result<()> {
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     rustix::net::sockopt::set_socket_reuseport(fd, on)?;
     Ok(())
+}
+
+/// [`share_tcp`] for a WASI 0.3 TCP socket (`link/p3/sockets.rs`).
+pub(crate) fn share_tcp_p3(view: &mut WasiSocketsCtxView<'_>, rep: u32) -> Result<()> {
+    let mut mark = |hops: u8| -> Result<u8> {
+        let this = || Resource::<wasmtime_wasi::sockets::TcpSocket>::new_borrow(rep);
+        let before = p3::HostTcpSocket::get_hop_limit(view, this()).map_err(p3_error)?;
+        p3::HostTcpSocket::set_hop_limit(view, this(), hops).map_err(p3_error)?;
+        Ok(before)
+    };
+    set_reuseport(
+        find_socket(rustix::net::SocketType::STREAM, &mut mark)?,
+        true,
+    )
+}
+
+/// [`find_udp`] for a WASI 0.3 UDP socket (`link/p3/bind.rs`).
+pub(crate) fn find_udp_p3(view: &mut WasiSocketsCtxView<'_>, rep: u32) -> Result<RawFd> {
+    let mut mark = |hops: u8| -> Result<u8> {
+        let this = || Resource::<wasmtime_wasi::sockets::UdpSocket>::new_borrow(rep);
+        let before = p3::HostUdpSocket::get_unicast_hop_limit(view, this()).map_err(p3_error)?;
+        p3::HostUdpSocket::set_unicast_hop_limit(view, this(), hops).map_err(p3_error)?;
+        Ok(before)
+    };
+    find_socket(rustix::net::SocketType::DGRAM, &mut mark)
+}
+
+/// [`share_udp`] for a WASI 0.3 UDP socket.
+pub(crate) fn share_udp_p3(view: &mut WasiSocketsCtxView<'_>, rep: u32) -> Result<()> {
+    set_reuseport(find_udp_p3(view, rep)?, true)
+}
+
+fn p3_error(err: wasmtime_wasi::p3::sockets::SocketError) -> anyhow::Error {
+    match err.downcast() {
+        Ok(code) => anyhow!("{code:?}"),
+        Err(trap) => anyhow!("{trap:?}"),
+    }
 }
 
 /// The descriptor of the guest's unbound TCP socket `rep`.

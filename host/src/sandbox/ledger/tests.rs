@@ -120,7 +120,7 @@ fn sockets_are_admitted_until_a_limit_refuses_them() {
         for step in steps {
             last = match *step {
                 Create(transport) => ledger.admit(transport),
-                Accept(rep) => ledger.accept(rep, rep + 200, rep + 100),
+                Accept(rep) => ledger.accept(rep, Some((rep + 200, rep + 100))),
                 Drop(rep) => {
                     ledger.release(rep);
                     Ok(())
@@ -227,7 +227,7 @@ fn a_dropped_ledger_returns_all_but_its_lingering_closes_until_they_end() {
     let process = ProcessSockets::new(10);
     let mut ledger = ledger(9, 9, &process);
     for rep in 1..=3 {
-        ledger.accept(rep, rep + 200, rep + 100).unwrap();
+        ledger.accept(rep, Some((rep + 200, rep + 100))).unwrap();
     }
     let linger = ledger.output_dropped(101, true).unwrap();
     assert_eq!(held(&process), 3);
@@ -253,7 +253,7 @@ fn accepted_connections_are_counted_until_released_or_the_ledger_is_dropped() {
     let process = ProcessSockets::new(10);
     let mut ledger = SocketLedger::new(true, false, &limits, process, metrics.guest("g", 1));
     for rep in 1..=3 {
-        let _ = ledger.accept(rep, rep + 200, rep + 100);
+        let _ = ledger.accept(rep, Some((rep + 200, rep + 100)));
     }
     let series = |text: &str, name: &str| {
         let prefix = format!("sockbox_{name}{{guest=\"g\"}} ");

@@ -127,7 +127,7 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
 /// Before a sharing guest's bind to a specific port that its policy grants: claims the
 /// address for its group, or refuses with `address-in-use` if another group holds it. Returns
 /// whether a claim was added. Binds the policy refuses are left to the policy (and its audit).
-fn pre_bind(
+pub(super) fn pre_bind(
     state: &mut HostState,
     transport: Transport,
     addr: SocketAddr,
@@ -163,7 +163,7 @@ fn pre_bind(
 /// After the bind: a failed one gives its claim back; a UDP server's bind to port 0 claims
 /// the port it got (a TCP socket's is claimed when it listens; client sockets, bound to send
 /// or connect, claim nothing).
-fn post_bind(
+pub(super) fn post_bind(
     state: &mut HostState,
     transport: Transport,
     addr: SocketAddr,
@@ -186,7 +186,7 @@ fn post_bind(
 
 /// Claims an address the kernel chose (a port no other sharing socket held: TCP never shares
 /// a port 0, and a UDP port-0 bind is made unshared), so only the cap can refuse it.
-fn claim_bound(state: &mut HostState, transport: Transport, actual: SocketAddr) {
+pub(super) fn claim_bound(state: &mut HostState, transport: Transport, actual: SocketAddr) {
     if let Err(why) = state.ports.claim(transport, actual) {
         tracing::warn!(guest = %state.shared.guest, "{transport} {actual} not claimed: {why:?}");
     }

@@ -97,6 +97,18 @@ impl NameLookup {
     }
 }
 
+impl NameLookup {
+    /// The whole answer, once the resolver has given it; the slot is held until then.
+    pub(super) async fn answer(mut self) -> Result<Vec<IpAddr>, ErrorCode> {
+        self.ready().await;
+        match std::mem::replace(&mut self.answer, Answer::Failed(ErrorCode::Unknown)) {
+            Answer::Ready(addrs) => Ok(addrs.into()),
+            Answer::Failed(code) => Err(code),
+            Answer::Pending(_) => unreachable!("settled by ready"),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Pollable for NameLookup {
     async fn ready(&mut self) {
@@ -132,7 +144,8 @@ impl ip_name_lookup::Host for HostState {
 }
 
 impl HostState {
-    fn lookup(&mut self, name: &str) -> Result<NameLookup, ErrorCode> {
+    /// Judges, records and starts one lookup (both worlds: see `p3/dns.rs`).
+    pub(super) fn lookup(&mut self, name: &str) -> Result<NameLookup, ErrorCode> {
         // Checked before anything copies, records or logs the name: a guest's string can be
         // as long as its memory.
         if name.len() > MAX_NAME {

@@ -14,6 +14,7 @@ mod control;
 mod dns;
 mod errors;
 mod linger;
+mod p3;
 mod readiness;
 mod sockets;
 mod traffic;
@@ -22,10 +23,10 @@ mod udp;
 use std::sync::OnceLock;
 
 use anyhow::Result;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime_wasi::p2::SocketError;
-use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, Host as _};
+use wasmtime_wasi::p3::bindings::CommandIndices;
 use wasmtime_wasi::sockets::WasiSocketsCtxView;
 
 use super::state::HostState;
@@ -59,8 +60,8 @@ fn linker() -> Result<&'static Linker<HostState>> {
     Ok(LINKER.get_or_init(|| linker))
 }
 
-/// Everything a guest may import: WASI 0.2 with sockbox's functions in place of some, plus
-/// `control`.
+/// Everything a guest may import: WASI 0.2 and 0.3 with sockbox's functions in place of some,
+/// plus `control` and `stop`.
 fn build() -> Result<Linker<HostState>> {
     let mut linker: Linker<HostState> = Linker::new(compile::engine());
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
@@ -74,22 +75,83 @@ fn build() -> Result<Linker<HostState>> {
     bind::add_hooks(&mut linker)?;
     dns::add_to_linker(&mut linker)?;
     traffic::add_hooks(&mut linker)?;
+    p3::add_to_linker(&mut linker)?;
     linker.allow_shadowing(false);
     control::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
+/// Which WASI a guest is built for, read from its `wasi:cli/run` export. Its imports cannot
+/// tell: a 0.3 component built for `wasm32-wasip2` imports 0.2 as well.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum World {
+    /// WASI 0.2: exports `wasi:cli/run@0.2.*` (or no `run` at all, refused as not a command).
+    P2,
+    /// WASI 0.3: exports `wasi:cli/run@0.3.*`.
+    P3,
+}
+
+impl std::fmt::Display for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            World::P2 => "WASI 0.2",
+            World::P3 => "WASI 0.3",
+        })
+    }
+}
+
+/// The world of `component`; a component exporting both `run`s is refused.
+pub(crate) fn world(component: &Component, guest: &str) -> Result<World> {
+    let runs: Vec<String> = component
+        .component_type()
+        .exports(compile::engine())
+        .map(|(name, _)| name.to_string())
+        .filter(|name| name.starts_with("wasi:cli/run@"))
+        .collect();
+    let p3 = runs
+        .iter()
+        .any(|name| name.starts_with("wasi:cli/run@0.3."));
+    let p2 = runs
+        .iter()
+        .any(|name| name.starts_with("wasi:cli/run@0.2."));
+    match (p2, p3) {
+        (true, true) => anyhow::bail!(
+            "guest `{guest}` exports both wasi:cli/run@0.2 and @0.3: which one to run is unclear"
+        ),
+        (false, true) => Ok(World::P3),
+        _ => Ok(World::P2),
+    }
+}
+
+/// A guest type-checked against the sandbox, ready to instantiate in either world.
+#[derive(Clone)]
+pub(crate) enum CommandPre {
+    P2(wasmtime_wasi::p2::bindings::CommandPre<HostState>),
+    P3(InstancePre<HostState>, CommandIndices),
+}
+
 /// Type-checks `component` against the sandbox: every import provided, `wasi:cli/run` exported.
-pub(crate) fn prepare(component: &Component, guest: &str) -> Result<CommandPre<HostState>> {
+pub(crate) fn prepare(component: &Component, guest: &str) -> Result<CommandPre> {
+    let world = world(component, guest)?;
     // Imports first, so a forbidden import is named even if exports are wrong too.
     let pre = linker()?
         .instantiate_pre(component)
         .map_err(|err| describe_link_error(err.into(), guest))?;
-    CommandPre::new(pre).map_err(|err| {
-        anyhow::Error::from(err).context(format!(
-            "guest `{guest}` is not a WASI 0.2 command: it must export wasi:cli/run"
-        ))
-    })
+    match world {
+        World::P2 => wasmtime_wasi::p2::bindings::CommandPre::new(pre)
+            .map(CommandPre::P2)
+            .map_err(|err| {
+                anyhow::Error::from(err).context(format!(
+                    "guest `{guest}` is not a WASI 0.2 command: it must export wasi:cli/run"
+                ))
+            }),
+        World::P3 => match CommandIndices::new(&pre) {
+            Ok(indices) => Ok(CommandPre::P3(pre, indices)),
+            Err(err) => Err(anyhow::Error::from(err).context(format!(
+                "guest `{guest}` is not a WASI 0.3 command: its wasi:cli/run@0.3 is not `run`"
+            ))),
+        },
+    }
 }
 
 /// Whether the component speaks `sockbox:guest/control`.
@@ -106,8 +168,8 @@ fn describe_link_error(err: anyhow::Error, guest: &str) -> anyhow::Error {
     if text.contains("matching implementation was not found in the linker") {
         err.context(format!(
             "guest `{guest}` imports something the sockbox:guest/server world does not provide \
-             (only WASI 0.2 cli, clocks, random, io, sockets, filesystem types and \
-             sockbox:guest/control are available)"
+             (only WASI 0.2 and 0.3 cli, clocks, random, io, sockets, filesystem types and \
+             sockbox:guest/control and stop are available)"
         ))
     } else {
         err.context(format!("cannot link guest `{guest}`"))

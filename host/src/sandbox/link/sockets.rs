@@ -75,11 +75,8 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
                 Ok(accepted) => accepted,
                 Err(err) => return Ok((Err(view.convert_error_code(err)?),)),
             };
-            let Err(refusal) =
-                state
-                    .ledger
-                    .accept(accepted.0.rep(), accepted.1.rep(), accepted.2.rep())
-            else {
+            let streams = Some((accepted.1.rep(), accepted.2.rep()));
+            let Err(refusal) = state.ledger.accept(accepted.0.rep(), streams) else {
                 return Ok((Ok(accepted),));
             };
             let peer = close_accepted(state, accepted)?;
@@ -138,21 +135,29 @@ fn admit(
     family: IpAddressFamily,
     transport: Transport,
 ) -> Result<(), ErrorCode> {
-    state.ledger.admit(transport).map_err(|refusal| {
-        let family = match family {
-            IpAddressFamily::Ipv4 => "ipv4",
-            IpAddressFamily::Ipv6 => "ipv6",
-        };
+    let family = match family {
+        IpAddressFamily::Ipv4 => "ipv4",
+        IpAddressFamily::Ipv6 => "ipv6",
+    };
+    admit_socket(state, family, transport).map_err(|refusal| match refusal {
+        Refusal::NoGrant => ErrorCode::AccessDenied,
+        _ => ErrorCode::NewSocketLimit,
+    })
+}
+
+/// [`admit`] for either world: counts the socket in the ledger, or records why not.
+pub(super) fn admit_socket(
+    state: &mut HostState,
+    family: &str,
+    transport: Transport,
+) -> Result<(), Refusal> {
+    state.ledger.admit(transport).inspect_err(|refusal| {
         let use_ = match transport {
             Transport::Tcp => "tcp-create",
             Transport::Udp => "udp-create",
         };
         let event = AuditEvent::refused(&state.shared.guest, use_, family, refusal.rule());
         state.shared.record_event(event);
-        match refusal {
-            Refusal::NoGrant => ErrorCode::AccessDenied,
-            _ => ErrorCode::NewSocketLimit,
-        }
     })
 }
 
