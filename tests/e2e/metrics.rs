@@ -370,14 +370,8 @@ fn json_logs_are_one_object_a_line_naming_the_guest() {
             .any(|l| l["guest"] == "hostile" && l["level"] == "INFO"),
         "{stderr}"
     );
-    // stdout is unchanged: the ready line and the guest's own output.
+    // stdout is unchanged: the guest's own output passes as it is.
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l.starts_with("ready tcp 127.0.0.1:")),
-        "{stdout}"
-    );
     assert!(
         stdout
             .lines()
