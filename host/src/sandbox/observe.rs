@@ -59,6 +59,7 @@ impl ReadyWatch {
         run.await
     }
 }
+
 /// Counts the instance ready until dropped: at the run's end, or when the task is aborted.
 struct ReadyWhileAlive<'a>(&'a GuestMetrics);
 
