@@ -239,12 +239,18 @@ impl Bench<'_> {
 
     fn spec(&self, job: &Job, server: Server, cold: bool) -> ServerSpec {
         match server {
-            Server::Guest => ServerSpec::Guest {
-                component: self.component(job.proto),
-                proto: job.proto,
-                args: job.guest_args.iter().map(|a| a.to_string()).collect(),
-                cold,
-            },
+            Server::Guest => {
+                let mut args: Vec<String> = job.guest_args.iter().map(|a| a.to_string()).collect();
+                if self.options.guest_metrics {
+                    args.extend(["--metrics".into(), "127.0.0.1:0".into()]);
+                }
+                ServerSpec::Guest {
+                    component: self.component(job.proto),
+                    proto: job.proto,
+                    args,
+                    cold,
+                }
+            }
             Server::Native(kind) => ServerSpec::Native {
                 kind,
                 proto: job.proto,

@@ -33,6 +33,8 @@ pub struct BenchOptions {
     pub connections: usize,
     /// Show a progress bar on stderr (when it is a terminal).
     pub progress: bool,
+    /// Start each guest with `--metrics 127.0.0.1:0`, to measure what counting costs.
+    pub guest_metrics: bool,
 }
 
 impl BenchOptions {
@@ -49,6 +51,7 @@ impl BenchOptions {
             components: BTreeMap::new(),
             connections: IDLE_CONNECTIONS,
             progress: true,
+            guest_metrics: false,
         }
     }
 

@@ -67,6 +67,10 @@ pub(crate) struct BenchArgs {
     /// --quick); the figures keep their names and the report says how many.
     #[arg(long, value_name = "N")]
     connections: Option<usize>,
+    /// Start every guest with `--metrics 127.0.0.1:0` (its counters served), to compare
+    /// against a run without.
+    #[arg(long)]
+    guest_metrics: bool,
     /// Serve as a native baseline (the bench starts these itself).
     #[arg(long, hide = true, value_name = "KIND")]
     serve: Option<NativeKind>,
@@ -103,6 +107,7 @@ pub(crate) async fn bench(args: BenchArgs) -> Result<u8, Failure> {
     options.only = args.only;
     options.components = args.components.into_iter().collect::<BTreeMap<_, _>>();
     options.progress = std::io::stderr().is_terminal();
+    options.guest_metrics = args.guest_metrics;
     options.check().map_err(Failure::usage)?;
 
     // Stopping the bench drops the run, and with it every server it started.

@@ -8,6 +8,7 @@ mod build;
 mod check;
 mod client;
 mod learn;
+mod metrics;
 mod new;
 mod policy;
 mod run;
@@ -29,6 +30,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How sockbox's own log lines on stderr are written: `text` for a person, `json` for
+    /// a log shipper (one object a line: timestamp, level, message, guest, fields). The
+    /// guests' own output and the audit log are not changed.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,14 +92,22 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     // Logs go to stderr; stdout carries only `ready` lines and the guest's own output.
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("SOCKBOX_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
         // Colour codes only for a person at a terminal, not in files and CI logs.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // Fields beside the message, not nested, as the host's own JSON lines are.
+        LogFormat::Json => {
+            logs.json().flatten_event(true).init();
+            sockbox::sandbox::host_lines_as_json(true);
+        }
+    }
 
     // Soft descriptor limit up to the hard one, before anything opens a socket; guests share a
     // budget below it, so none of them can take the host's last descriptors.

@@ -12,7 +12,7 @@ use super::Failure;
 use sockbox::audit::{AuditLog, DEFAULT_AUDIT_MAX_SIZE};
 use sockbox::policy::Limits;
 use sockbox::{
-    CompileCache, GuestExit, GuestSource, Policy, RunningGuest, Sandbox, SandboxBuilder,
+    CompileCache, GuestExit, GuestSource, Metrics, Policy, RunningGuest, Sandbox, SandboxBuilder,
 };
 
 /// How long a guest gets to return after it was asked to stop.
@@ -56,6 +56,10 @@ pub(crate) struct RunArgs {
     /// user's cache dir, or SOCKBOX_CACHE_DIR).
     #[arg(long)]
     no_cache: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics, and /healthz and /readyz for
+    /// probes (`127.0.0.1:0` picks a port; stderr says which).
+    #[arg(long, value_name = "ADDR", value_parser = super::metrics::parse_addr)]
+    metrics: Option<std::net::SocketAddr>,
     /// Arguments passed to the guest.
     #[arg(last = true, value_name = "GUEST_ARGS")]
     guest_args: Vec<String>,
@@ -77,6 +81,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
     policy.limits = args.limits.to_limits().merge(policy.limits);
     let mut signals = StopSignals::install().map_err(Failure::usage)?;
     let source = GuestSource::parse(&args.guest);
+    let guest_name = source.name();
     let mut builder = Sandbox::builder(source)
         .policy(policy)
         .args(args.guest_args.iter().cloned())
@@ -90,6 +95,16 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, Failure> {
             .map_err(Failure::usage)?;
         builder = builder.audit_log(log);
     }
+    // Held until the guest has ended: /readyz answers 503 then, until the process exits.
+    let _metrics_server = match args.metrics {
+        Some(addr) => {
+            let metrics = Metrics::new();
+            let server = super::metrics::start(addr, &metrics).await?;
+            builder = builder.metrics(metrics.guest(&guest_name, args.instances));
+            Some(server)
+        }
+        None => None,
+    };
     if args.instances > 1 {
         return run_instances(builder, args.instances, &mut signals, args.fail_on_denial).await;
     }

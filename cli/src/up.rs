@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::Failure;
 use super::run::{StopSignals, compile_cache};
+use sockbox::Metrics;
 use sockbox::audit::{AuditLog, DEFAULT_AUDIT_MAX_SIZE};
 use sockbox::supervise::{Event, Manifest, Supervisor};
 
@@ -29,6 +30,10 @@ pub(crate) struct UpArgs {
     /// Do not read or write the on-disk cache of compiled components.
     #[arg(long)]
     no_cache: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics, and /healthz and /readyz for
+    /// probes (overrides the manifest's `[metrics] address`).
+    #[arg(long, value_name = "ADDR", value_parser = super::metrics::parse_addr)]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 pub(crate) async fn up(args: UpArgs) -> Result<u8, Failure> {
@@ -51,6 +56,15 @@ pub(crate) async fn up(args: UpArgs) -> Result<u8, Failure> {
             .map_err(Failure::usage)?;
         supervisor = supervisor.audit_log(Arc::new(log));
     }
+    let _metrics_server = match args.metrics.or(supervisor.manifest().metrics) {
+        Some(addr) => {
+            let metrics = Metrics::new();
+            let server = super::metrics::start(addr, &metrics).await?;
+            supervisor = supervisor.metrics(metrics);
+            Some(server)
+        }
+        None => None,
+    };
     // Before any guest starts, so a signal right after the first ready line is caught.
     let mut signals = StopSignals::install().map_err(Failure::usage)?;
     let stop = async {
@@ -85,6 +99,9 @@ fn print_event(event: Event) {
         }
         // Through the bounded stderr queue the denial lines use: a stderr nobody reads does
         // not stall the supervisor.
-        None => sockbox::sandbox::host_line(&format!("sockbox: {event}")),
+        None => match event.instance() {
+            Some(guest) => sockbox::sandbox::guest_line(guest, &format!("sockbox: {event}")),
+            None => sockbox::sandbox::host_line(&format!("sockbox: {event}")),
+        },
     }
 }

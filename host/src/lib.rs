@@ -38,6 +38,7 @@ pub mod audit;
 pub mod builtin;
 mod compile;
 pub mod guest;
+pub mod metrics;
 pub mod policy;
 pub mod python;
 pub mod sandbox;
@@ -46,6 +47,7 @@ pub mod supervise;
 pub use audit::AuditEvent;
 pub use compile::CompileCache;
 pub use guest::{Guest, GuestSource};
+pub use metrics::{GuestMetrics, Metrics};
 pub use policy::Policy;
 pub use sandbox::{
     GuestExit, ReadySocket, RunningGuest, Sandbox, SandboxBuilder, SocketWatch, Transport, World,

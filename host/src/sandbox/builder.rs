@@ -13,6 +13,7 @@ use super::types::{ReadySocket, Transport};
 use crate::audit::AuditLog;
 use crate::compile::CompileCache;
 use crate::guest::{Guest, GuestSource};
+use crate::metrics::GuestMetrics;
 use crate::policy::Policy;
 
 /// Entry point: `Sandbox::builder("echo")`.
@@ -58,6 +59,7 @@ impl SandboxBuilder {
                 share_ports: false,
                 port_group: ports::new_group(),
                 process_share: 1,
+                metrics: GuestMetrics::detached(),
             },
         }
     }
@@ -134,6 +136,14 @@ impl SandboxBuilder {
     /// instances needs it on each start.
     pub fn share_ports(mut self, yes: bool) -> Self {
         self.settings.share_ports = yes;
+        self
+    }
+
+    /// Count the guest's connections, traffic, denials and readiness into `metrics` (from
+    /// [`crate::Metrics::guest`]; instances and restarts share them). Default: counted
+    /// where nobody reads.
+    pub fn metrics(mut self, metrics: GuestMetrics) -> Self {
+        self.settings.metrics = metrics;
         self
     }
 

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use wasmtime::{CallHook, Engine, Store, UpdateDeadline};
 
+use crate::metrics::GuestMetrics;
+
 /// How often the epoch advances. A guest that computes without calling the host yields to
 /// the async runtime at every epoch, so one busy guest cannot starve the host's other work.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -46,6 +48,7 @@ pub(crate) fn watch<T: 'static>(
     busy: fn(&mut T) -> &mut Busy,
     name: &str,
     max_busy: Duration,
+    metrics: GuestMetrics,
 ) {
     tick(store.engine());
     store.call_hook(move |mut store, hook| {
@@ -60,6 +63,7 @@ pub(crate) fn watch<T: 'static>(
         // Counted per tick the guest ran into, so time spent waiting for a worker thread
         // after a yield is not held against it.
         if !busy(store.data_mut()).tick(allowed) {
+            metrics.busy_killed();
             return Err(wasmtime::format_err!(
                 "guest `{name}` computed for more than {} ms without yielding to the host and \
                  was stopped (max-busy; raise it with --max-busy MS or `max-busy` in [limits])",

@@ -16,6 +16,7 @@ use super::limiter::GuestLimiter;
 use super::limits::{Enforced, MAX_LOOKUPS, default_max_sockets};
 use super::link::{self, CommandPre};
 use super::network;
+use super::observe;
 use super::output::Outputs;
 use super::ports::PortClaims;
 use super::running::{RunningGuest, classify};
@@ -23,6 +24,7 @@ use super::state::{HostState, Shared};
 use crate::audit::AuditLog;
 use crate::compile::{self, CompileCache};
 use crate::guest::{Guest, GuestSource};
+use crate::metrics::GuestMetrics;
 use crate::policy::{Gate, Policy};
 
 /// Most resources (sockets, streams, pollables...) one guest may hold at once; a guest that
@@ -96,6 +98,7 @@ pub(super) struct Settings {
     pub(super) port_group: u64,
     /// How many guests share this process's descriptor budget, for the default socket cap.
     pub(super) process_share: usize,
+    pub(super) metrics: GuestMetrics,
 }
 
 /// Instantiates `guest` as `name` in a store of its own (load errors surface here, before
@@ -109,6 +112,7 @@ pub(super) async fn start(
         name.clone(),
         settings.audit_logs.clone(),
         settings.print_denials,
+        settings.metrics.clone(),
     );
     let outputs = Outputs::new(&name, settings.capture_output, settings.stdout_to_stderr);
     let mut store = store(&name, &settings, &shared, &outputs);
@@ -120,29 +124,30 @@ pub(super) async fn start(
     // single task poll; under tokio's cooperative budget (128 resource polls a turn) the
     // pollables past the budget would read as pending and their clients starve. The guest
     // still yields at every epoch tick (see `busy`), so it cannot hold a worker thread.
+    let expected = (settings.policy.listen.len() + settings.policy.udp.len()).max(1);
+    let ready = observe::ReadyWatch::new(&shared, guest.uses_control, expected, &settings.metrics);
     let task = match &guest.pre {
         CommandPre::P2(pre) => {
             let command = pre.instantiate_async(&mut store).await.map_err(cannot)?;
-            tokio::spawn(tokio::task::unconstrained(async move {
+            tokio::spawn(tokio::task::unconstrained(ready.around(async move {
                 let result = command.wasi_cli_run().call_run(&mut store).await;
                 classify(result)
-            }))
+            })))
         }
         CommandPre::P3(pre, indices) => {
             let instance = pre.instantiate_async(&mut store).await.map_err(cannot)?;
             let command = indices.load(&mut store, &instance).map_err(cannot)?;
             // The store runs its guest's tasks inside this task, on the thread that polls the
             // guest's sockets: a socket event never hops threads to reach the guest.
-            tokio::spawn(tokio::task::unconstrained(async move {
+            tokio::spawn(tokio::task::unconstrained(ready.around(async move {
                 let result = store
                     .run_concurrent(async move |store| command.wasi_cli_run().call_run(store).await)
                     .await;
                 classify(result.and_then(|run| run))
-            }))
+            })))
         }
     };
 
-    let expected = (settings.policy.listen.len() + settings.policy.udp.len()).max(1);
     Ok(RunningGuest::new(
         name,
         shared,
@@ -174,12 +179,13 @@ fn store(
         wasi: wasi.build(),
         table,
         // All memories together, not each on its own (wasmtime's `StoreLimits`).
-        limiter: GuestLimiter::new(name, enforced.max_memory),
+        limiter: GuestLimiter::new(name, enforced.max_memory, settings.metrics.clone()),
         ledger: SocketLedger::new(
             policy.grants_tcp(),
             policy.grants_udp(),
             &enforced,
             ProcessSockets::global(),
+            settings.metrics.clone(),
         ),
         gate,
         shared: shared.clone(),
@@ -191,6 +197,13 @@ fn store(
     };
     let mut store = Store::new(compile::engine(), state);
     store.limiter(|state| &mut state.limiter);
-    busy::watch(&mut store, |state| &mut state.busy, name, enforced.max_busy);
+    let metrics = settings.metrics.clone();
+    busy::watch(
+        &mut store,
+        |state| &mut state.busy,
+        name,
+        enforced.max_busy,
+        metrics,
+    );
     store
 }

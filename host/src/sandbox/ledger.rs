@@ -15,6 +15,7 @@ use std::sync::{Arc, OnceLock};
 use super::limits::{Enforced, fd_budget};
 use super::types::Transport;
 use crate::audit::LIMIT_PREFIX;
+use crate::metrics::GuestMetrics;
 
 /// The sockets all guests of one process hold, against their budget.
 #[derive(Debug)]
@@ -49,6 +50,21 @@ impl ProcessSockets {
 
     fn give_back(&self, sockets: u64) {
         self.held.fetch_sub(sockets, Ordering::Relaxed);
+    }
+}
+
+/// The descriptors the guests of this process hold, against their budget (for metrics).
+pub(crate) struct GuestSockets {
+    pub(crate) held: u64,
+    pub(crate) budget: u64,
+}
+
+/// This process's guests' sockets now.
+pub(crate) fn guest_sockets() -> GuestSockets {
+    let process = ProcessSockets::global();
+    GuestSockets {
+        held: process.held.load(Ordering::Relaxed),
+        budget: process.budget,
     }
 }
 
@@ -96,6 +112,12 @@ pub(crate) struct SocketLedger {
     closing: HashMap<u32, Arc<Linger>>,
     /// The accepted sockets, counted against `max_connections`.
     accepted: HashSet<u32>,
+    /// The input stream of each connected socket (stream to socket, and back), so the bytes
+    /// read from connections are told from those read from stdin.
+    inputs: HashMap<u32, u32>,
+    input_of: HashMap<u32, u32>,
+    /// Where connections are counted.
+    metrics: GuestMetrics,
 }
 
 impl SocketLedger {
@@ -104,6 +126,7 @@ impl SocketLedger {
         udp_granted: bool,
         limits: &Enforced,
         process: Arc<ProcessSockets>,
+        metrics: GuestMetrics,
     ) -> SocketLedger {
         SocketLedger {
             tcp_granted,
@@ -116,6 +139,9 @@ impl SocketLedger {
             outputs: HashMap::new(),
             closing: HashMap::new(),
             accepted: HashSet::new(),
+            inputs: HashMap::new(),
+            input_of: HashMap::new(),
+            metrics,
         }
     }
 
@@ -132,15 +158,20 @@ impl SocketLedger {
     }
 
     /// Counts a connection the guest's listener accepted (`socket` and, in WASI 0.2, its
-    /// `output` stream), or says why the guest may not hold it.
-    pub(crate) fn accept(&mut self, socket: u32, output: Option<u32>) -> Result<(), Refusal> {
+    /// `input` and `output` streams), or says why the guest may not hold it.
+    pub(crate) fn accept(
+        &mut self,
+        socket: u32,
+        streams: Option<(u32, u32)>,
+    ) -> Result<(), Refusal> {
         if self.accepted.len() >= self.max_connections as usize {
             return Err(Refusal::MaxConnections(self.max_connections));
         }
         self.take()?;
         self.accepted.insert(socket);
-        if let Some(output) = output {
-            self.connected(socket, output);
+        self.metrics.connection_opened();
+        if let Some((input, output)) = streams {
+            self.connected(socket, input, output);
         }
         Ok(())
     }
@@ -165,7 +196,12 @@ impl SocketLedger {
 
     /// The guest dropped socket `rep`.
     pub(crate) fn release(&mut self, rep: u32) {
-        self.accepted.remove(&rep);
+        if self.accepted.remove(&rep) {
+            self.metrics.connections_closed(1);
+        }
+        if let Some(input) = self.input_of.remove(&rep) {
+            self.inputs.remove(&input);
+        }
         if self.held == 0 {
             return;
         }
@@ -181,9 +217,26 @@ impl SocketLedger {
         }
     }
 
-    /// Remembers which socket a connection's output stream belongs to.
-    pub(crate) fn connected(&mut self, socket: u32, output: u32) {
+    /// Remembers which socket a connection's streams belong to.
+    pub(crate) fn connected(&mut self, socket: u32, input: u32, output: u32) {
         self.outputs.insert(output, socket);
+        self.inputs.insert(input, socket);
+        self.input_of.insert(socket, input);
+    }
+
+    /// Whether stream `rep` is a connection's input (not stdin).
+    pub(crate) fn is_connection_input(&self, rep: u32) -> bool {
+        self.inputs.contains_key(&rep)
+    }
+
+    /// Whether stream `rep` is a connection's output (not stdout or stderr).
+    pub(crate) fn is_connection_output(&self, rep: u32) -> bool {
+        self.outputs.contains_key(&rep)
+    }
+
+    /// Where this guest's connections and traffic are counted.
+    pub(crate) fn metrics(&self) -> &GuestMetrics {
+        &self.metrics
     }
 
     /// An output stream was dropped. If it belongs to a socket and `pending` (its last write is
@@ -206,6 +259,7 @@ impl SocketLedger {
 impl Drop for SocketLedger {
     /// The store is gone and its sockets with it, except those whose last write lingers.
     fn drop(&mut self) {
+        self.metrics.connections_closed(self.accepted.len());
         let lingering = self.closing.values().filter(|l| l.charge()).count() as u64;
         self.process
             .give_back(u64::from(self.held).saturating_sub(lingering));

@@ -5,6 +5,8 @@
 
 use wasmtime::ResourceLimiter;
 
+use crate::metrics::GuestMetrics;
+
 /// Core instances, linear memories and tables one guest may create, and table elements in all
 /// its tables together. A component's counts are fixed when it is built, so these only refuse
 /// components built to exhaust the host (each memory reserves gigabytes of address space, each
@@ -27,16 +29,23 @@ pub(crate) struct GuestLimiter {
     table_elements: usize,
     /// A refused growth was reported.
     warned: bool,
+    /// A memory growth was refused: the run ends counted as one max-memory stopped (a guest
+    /// whose allocation fails aborts, in every language sockbox runs).
+    refused_memory: bool,
+    /// Where the memory held and the runs ended by max-memory are counted.
+    metrics: GuestMetrics,
 }
 
 impl GuestLimiter {
-    pub(crate) fn new(guest: &str, max_memory: u64) -> GuestLimiter {
+    pub(crate) fn new(guest: &str, max_memory: u64, metrics: GuestMetrics) -> GuestLimiter {
         GuestLimiter {
             guest: guest.to_string(),
             max_memory: usize::try_from(max_memory).unwrap_or(usize::MAX),
             memory: 0,
             table_elements: 0,
             warned: false,
+            refused_memory: false,
+            metrics,
         }
     }
 
@@ -64,6 +73,7 @@ impl ResourceLimiter for GuestLimiter {
             return Ok(false);
         };
         if total > self.max_memory {
+            self.refused_memory = true;
             let max = self.max_memory;
             return Ok(self.refuse(|| {
                 format!(
@@ -72,6 +82,8 @@ impl ResourceLimiter for GuestLimiter {
                 )
             }));
         }
+        self.metrics
+            .memory_changed(total as i64 - self.memory as i64);
         self.memory = total;
         Ok(true)
     }
@@ -122,6 +134,10 @@ fn grown(sum: usize, current: usize, desired: usize, maximum: Option<usize>) -> 
 
 impl Drop for GuestLimiter {
     fn drop(&mut self) {
+        self.metrics.memory_changed(-(self.memory as i64));
+        if self.refused_memory {
+            self.metrics.memory_killed();
+        }
         tracing::debug!(
             guest = %self.guest,
             memory = self.memory,
@@ -137,7 +153,7 @@ mod tests {
 
     #[test]
     fn memory_is_counted_over_all_memories() {
-        let mut limiter = GuestLimiter::new("g", 100);
+        let mut limiter = GuestLimiter::new("g", 100, GuestMetrics::detached());
         // Two memories created with 40 bytes each, then each grown by 10.
         assert!(limiter.memory_growing(0, 40, None).unwrap());
         assert!(limiter.memory_growing(0, 40, None).unwrap());
@@ -147,14 +163,14 @@ mod tests {
         assert!(!limiter.memory_growing(0, 10, None).unwrap());
         assert_eq!(limiter.memory, 100);
         // Past a memory's own maximum: refused, and not counted.
-        let mut limiter = GuestLimiter::new("g", 100);
+        let mut limiter = GuestLimiter::new("g", 100, GuestMetrics::detached());
         assert!(!limiter.memory_growing(0, 20, Some(10)).unwrap());
         assert_eq!(limiter.memory, 0);
     }
 
     #[test]
     fn table_elements_are_counted_over_all_tables() {
-        let mut limiter = GuestLimiter::new("g", 100);
+        let mut limiter = GuestLimiter::new("g", 100, GuestMetrics::detached());
         assert!(
             limiter
                 .table_growing(0, MAX_TABLE_ELEMENTS / 2, None)

@@ -23,6 +23,7 @@ use super::udp_sockets::UdpSockets;
 use crate::audit::{
     AuditEvent, AuditLog, DenialBudget, denial_message, suppressed_event, suppressed_message,
 };
+use crate::metrics::GuestMetrics;
 use crate::policy::{Gate, Verdict};
 
 /// Decisions kept in memory for [`crate::sandbox::RunningGuest::decisions`]; older ones fall off.
@@ -90,6 +91,8 @@ pub(crate) struct Shared {
     /// Every log the decisions are appended to (`--audit`, and a guest's own under `up`).
     pub(crate) audit_logs: Vec<Arc<AuditLog>>,
     pub(crate) print_denials: bool,
+    /// Where the guest's decisions and traffic are counted.
+    pub(crate) metrics: GuestMetrics,
 }
 
 impl Shared {
@@ -97,6 +100,7 @@ impl Shared {
         guest: String,
         audit_logs: Vec<Arc<AuditLog>>,
         print_denials: bool,
+        metrics: GuestMetrics,
     ) -> Arc<Shared> {
         Arc::new_cyclic(|me| Shared {
             guest,
@@ -112,6 +116,7 @@ impl Shared {
             last_limit_notice: AtomicU64::new(0),
             audit_logs,
             print_denials,
+            metrics,
         })
     }
 
@@ -121,6 +126,7 @@ impl Shared {
     }
 
     pub(crate) fn record_event(&self, event: AuditEvent) {
+        self.metrics.decided(&event);
         let now = Instant::now();
         let due = {
             let mut budget = self.lock_budget();
@@ -142,7 +148,7 @@ impl Shared {
             && self.print_denials
             && (event.limit().is_none() || self.limit_notice_due())
         {
-            output::host_line(&denial_message(&event));
+            output::guest_line(&event.guest, &denial_message(&event));
         }
         if let Some((count, over)) = due {
             self.report_suppressed(count, over);
@@ -199,7 +205,7 @@ impl Shared {
 
     fn report_suppressed(&self, count: u64, over: Duration) {
         if self.print_denials {
-            output::host_line(&suppressed_message(&self.guest, count, over));
+            output::guest_line(&self.guest, &suppressed_message(&self.guest, count, over));
         }
         self.log(suppressed_event(&self.guest, count));
     }
@@ -251,7 +257,7 @@ mod tests {
 
     #[test]
     fn the_decision_list_is_bounded_in_bytes_and_entries() {
-        let shared = Shared::new("g".into(), Vec::new(), false);
+        let shared = Shared::new("g".into(), Vec::new(), false, GuestMetrics::detached());
         let long = "x".repeat(10_000);
         for i in 0..30_000 {
             let name = format!("{i}{long}");
@@ -270,7 +276,7 @@ mod tests {
 
     #[test]
     fn denials_past_the_budget_are_counted_and_summarised() {
-        let shared = Shared::new("g".into(), Vec::new(), false);
+        let shared = Shared::new("g".into(), Vec::new(), false, GuestMetrics::detached());
         let mut events = shared.events.subscribe();
         for port in 0..10_000u16 {
             let from = std::net::SocketAddr::from(([192, 0, 2, 1], port));

@@ -58,6 +58,18 @@ pub enum Event {
 }
 
 impl Event {
+    /// The guest or instance it is about, if one.
+    pub fn instance(&self) -> Option<&str> {
+        match self {
+            Event::Ready { guest, .. } => Some(guest),
+            Event::Started { instance, .. }
+            | Event::Ended { instance, .. }
+            | Event::Restarting { instance, .. }
+            | Event::GaveUp { instance, .. } => Some(instance),
+            Event::Stopping => None,
+        }
+    }
+
     /// The `ready` line for stdout, if this is one.
     pub fn ready_line(&self) -> Option<String> {
         match self {

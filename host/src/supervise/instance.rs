@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use super::backoff::{Backoff, Next, RestartSettings};
 use super::events::{Ending, Event, EventSink};
 use super::manifest::Restart;
+use crate::metrics::GuestMetrics;
 use crate::policy::Policy;
 use crate::sandbox::{GuestExit, ReadySocket, RunningGuest, SandboxBuilder, Transport};
 
@@ -35,6 +36,8 @@ pub(super) struct Slot {
     pub(super) settings: RestartSettings,
     pub(super) pin: Arc<watch::Sender<PortPin>>,
     pub(super) events: EventSink,
+    /// Where its restarts are counted.
+    pub(super) metrics: GuestMetrics,
 }
 
 impl Slot {
@@ -133,7 +136,7 @@ impl Slot {
                         max: self.settings.max_restarts,
                     });
                     tokio::select! {
-                        () = tokio::time::sleep(after) => {}
+                        () = tokio::time::sleep(after) => self.metrics.restarted(),
                         _ = stopping.wait_for(|s| *s) => return Ending::Stopped,
                     }
                 }

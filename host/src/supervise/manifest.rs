@@ -31,6 +31,9 @@ pub struct Manifest {
     pub guests: Vec<GuestSpec>,
     /// `[supervisor]`: restart waits, the restart cap and the stop grace period.
     pub settings: RestartSettings,
+    /// `[metrics] address`: where `/metrics`, `/healthz` and `/readyz` are served
+    /// (`--metrics` overrides it).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// One `[guests.NAME]` table.
@@ -149,7 +152,15 @@ impl Manifest {
             guests.push(guest);
         }
         check_no_shared_address(&guests)?;
-        Ok(Manifest { guests, settings })
+        let metrics = match raw.metrics {
+            Some(section) => Some(parse_metrics_address(section.address, &at)?),
+            None => None,
+        };
+        Ok(Manifest {
+            guests,
+            settings,
+            metrics,
+        })
     }
 }
 
@@ -304,6 +315,28 @@ struct RawManifest {
     #[serde(default)]
     guests: BTreeMap<Spanned<String>, RawGuest>,
     supervisor: Option<RawSupervisor>,
+    metrics: Option<RawMetrics>,
+}
+
+/// `[metrics]`: the listener of `/metrics`, `/healthz` and `/readyz`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    address: Spanned<String>,
+}
+
+/// `[metrics] address = "IP:PORT"`.
+fn parse_metrics_address(
+    address: Spanned<String>,
+    at: &dyn Fn(usize) -> String,
+) -> Result<SocketAddr> {
+    let line = at(address.span().start);
+    address.get_ref().parse().map_err(|_| {
+        anyhow::anyhow!(
+            "{line}: [metrics] address must be IP:PORT (such as \"127.0.0.1:9100\"), not {:?}",
+            address.get_ref()
+        )
+    })
 }
 
 /// A guest table: its own keys, then the policy vocabulary (handed to `Policy::from_section`).

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 use crate::audit::AuditLog;
 use crate::guest::Guest;
+use crate::metrics::{GuestMetrics, Metrics};
 use crate::sandbox::{CompileCache, Sandbox, SandboxBuilder};
 pub use backoff::RestartSettings;
 pub use events::{Ending, Event, EventSink, Outcome};
@@ -38,6 +39,8 @@ pub struct Supervisor {
     compile_cache: CompileCache,
     print_denials: bool,
     capture_output: bool,
+    /// Where every guest is counted (`--metrics`), if anywhere.
+    metrics: Option<Metrics>,
     /// Each guest's resolved component (manifest order), resolved once: validation, every
     /// instance and every restart start from it.
     guests: Vec<OnceLock<Guest>>,
@@ -52,6 +55,7 @@ impl Supervisor {
             compile_cache: CompileCache::Off,
             print_denials: false,
             capture_output: false,
+            metrics: None,
             guests: manifest.guests.iter().map(|_| OnceLock::new()).collect(),
             manifest,
         }
@@ -89,6 +93,13 @@ impl Supervisor {
     /// Keep guests' output in memory instead of passing it through (for tests).
     pub fn capture_output(mut self, yes: bool) -> Self {
         self.capture_output = yes;
+        self
+    }
+
+    /// Count every guest into `metrics`, each under its table's name, ready when all its
+    /// instances are.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -149,6 +160,11 @@ impl Supervisor {
                 })?;
                 builder = builder.also_audit_to(Arc::new(log));
             }
+            let metrics = match &self.metrics {
+                Some(metrics) => metrics.guest(&spec.name, spec.instances),
+                None => GuestMetrics::detached(),
+            };
+            builder = builder.metrics(metrics.clone());
             let pin = Arc::new(watch::Sender::new(PortPin::Waiting));
             for index in 0..spec.instances {
                 slots.push(Slot {
@@ -165,6 +181,7 @@ impl Supervisor {
                     settings: self.manifest.settings,
                     pin: pin.clone(),
                     events: events.clone(),
+                    metrics: metrics.clone(),
                 });
             }
         }

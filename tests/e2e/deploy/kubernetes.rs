@@ -256,35 +256,41 @@ fn every_granted_address_is_a_pod_port_the_service_reaches() {
     }
 }
 
-/// Until `--metrics` lands, both probes connect to a TCP port a guest of the manifest listens
-/// on (a guest that listens is ready). With metrics, they move to `/healthz` and `/readyz` on
-/// its listener, and the assertions on that port and the scrape annotations return.
+/// Both probes ask the manifest's `[metrics]` listener: `/healthz` (alive) and `/readyz`
+/// (every guest serves) on a container port that is the manifest's metrics port, which the
+/// scrape annotations name too.
 #[test]
-fn the_probes_connect_to_a_port_a_guest_listens_on() {
+fn the_probes_and_the_scrape_ask_the_manifest_s_metrics_listener() {
     let cluster = Cluster::load();
     let container = cluster.container();
     let ports = cluster.ports();
-    let listened: Vec<u16> = cluster
+    let metrics = cluster
         .manifest
-        .guests
-        .iter()
-        .flat_map(|guest| guest.addresses())
-        .filter(|(transport, _)| *transport == Transport::Tcp)
-        .map(|(_, addr)| addr.port())
-        .collect();
-    for probe in ["livenessProbe", "readinessProbe"] {
-        let target = container[probe]["tcpSocket"]["port"]
+        .metrics
+        .expect("the manifest has a [metrics] address");
+    assert!(
+        metrics.ip().is_unspecified(),
+        "{metrics} is unreachable from outside the pod"
+    );
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        let get = &container[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{probe}");
+        let target = get["port"]
             .as_str()
-            .unwrap_or_else(|| panic!("{probe} is not a tcpSocket probe on a named port"));
+            .unwrap_or_else(|| panic!("{probe} is not an httpGet probe on a named port"));
         let (_, port, _) = ports
             .iter()
             .find(|(name, _, protocol)| name == target && protocol == "TCP")
             .unwrap_or_else(|| panic!("{probe}: the pod has no TCP port {target}: {ports:?}"));
-        assert!(
-            listened.contains(&(*port as u16)),
-            "{probe}: no guest listens on {target} ({port}); TCP listeners: {listened:?}"
-        );
+        assert_eq!(*port, u64::from(metrics.port()), "{probe}");
     }
+    let annotations = &cluster.pod()["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(
+        annotations["prometheus.io/port"],
+        metrics.port().to_string()
+    );
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
 }
 
 #[test]

@@ -10,7 +10,13 @@ fn ledger(max_sockets: u32, max_connections: u32, process: &Arc<ProcessSockets>)
         max_connections,
         max_busy: Duration::ZERO,
     };
-    SocketLedger::new(true, false, &limits, process.clone())
+    SocketLedger::new(
+        true,
+        false,
+        &limits,
+        process.clone(),
+        crate::metrics::GuestMetrics::detached(),
+    )
 }
 
 fn held(process: &ProcessSockets) -> u64 {
@@ -114,7 +120,7 @@ fn sockets_are_admitted_until_a_limit_refuses_them() {
         for step in steps {
             last = match *step {
                 Create(transport) => ledger.admit(transport),
-                Accept(rep) => ledger.accept(rep, Some(rep + 100)),
+                Accept(rep) => ledger.accept(rep, Some((rep + 200, rep + 100))),
                 Drop(rep) => {
                     ledger.release(rep);
                     Ok(())
@@ -175,7 +181,7 @@ fn a_lingering_close_counts_until_it_is_done() {
     let process = ProcessSockets::new(10);
     let mut ledger = ledger(2, 9, &process);
     ledger.admit(TCP).unwrap();
-    ledger.connected(1, 100);
+    ledger.connected(1, 200, 100);
     // The output stream is dropped with a write in flight, then the socket.
     let linger = ledger
         .output_dropped(100, true)
@@ -197,7 +203,7 @@ fn a_close_that_ends_before_its_socket_is_dropped_counts_once() {
     let process = ProcessSockets::new(10);
     let mut ledger = ledger(1, 9, &process);
     ledger.admit(TCP).unwrap();
-    ledger.connected(1, 100);
+    ledger.connected(1, 200, 100);
     let linger = ledger.output_dropped(100, true).unwrap();
     linger.finished();
     ledger.release(1);
@@ -210,7 +216,7 @@ fn a_close_that_ends_before_its_socket_is_dropped_counts_once() {
 fn streams_with_nothing_in_flight_or_no_socket_do_not_linger() {
     let process = ProcessSockets::new(10);
     let mut ledger = ledger(1, 9, &process);
-    ledger.connected(1, 100);
+    ledger.connected(1, 200, 100);
     assert!(ledger.output_dropped(100, false).is_none());
     assert!(ledger.output_dropped(7, true).is_none());
     assert!(ledger.closing.is_empty() && ledger.outputs.is_empty());
@@ -221,7 +227,7 @@ fn a_dropped_ledger_returns_all_but_its_lingering_closes_until_they_end() {
     let process = ProcessSockets::new(10);
     let mut ledger = ledger(9, 9, &process);
     for rep in 1..=3 {
-        ledger.accept(rep, Some(rep + 100)).unwrap();
+        ledger.accept(rep, Some((rep + 200, rep + 100))).unwrap();
     }
     let linger = ledger.output_dropped(101, true).unwrap();
     assert_eq!(held(&process), 3);
@@ -233,4 +239,41 @@ fn a_dropped_ledger_returns_all_but_its_lingering_closes_until_they_end() {
     );
     linger.finished();
     assert_eq!(held(&process), 0);
+}
+
+#[test]
+fn accepted_connections_are_counted_until_released_or_the_ledger_is_dropped() {
+    let metrics = crate::metrics::Metrics::new();
+    let limits = Enforced {
+        max_memory: 0,
+        max_sockets: 9,
+        max_connections: 2,
+        max_busy: Duration::ZERO,
+    };
+    let process = ProcessSockets::new(10);
+    let mut ledger = SocketLedger::new(true, false, &limits, process, metrics.guest("g", 1));
+    for rep in 1..=3 {
+        let _ = ledger.accept(rep, Some((rep + 200, rep + 100)));
+    }
+    let series = |text: &str, name: &str| {
+        let prefix = format!("sockbox_{name}{{guest=\"g\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+    };
+    let text = metrics.encode();
+    assert_eq!(series(&text, "connections_total").as_deref(), Some("2"));
+    assert_eq!(series(&text, "connections_active").as_deref(), Some("2"));
+    assert!(ledger.is_connection_input(201) && ledger.is_connection_output(101));
+    assert!(
+        !ledger.is_connection_input(101),
+        "an output is not an input"
+    );
+    ledger.release(1);
+    assert!(!ledger.is_connection_input(201), "released with its socket");
+    let text = metrics.encode();
+    assert_eq!(series(&text, "connections_active").as_deref(), Some("1"));
+    drop(ledger);
+    let text = metrics.encode();
+    assert_eq!(series(&text, "connections_active").as_deref(), Some("0"));
+    assert_eq!(series(&text, "connections_total").as_deref(), Some("2"));
 }

@@ -41,9 +41,13 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
         "[method]output-stream.write",
         |mut store: StoreContextMut<'_, HostState>,
          (stream, contents): (Resource<DynOutputStream>, Vec<u8>)| {
-            let table = &mut store.data_mut().table;
-            let result = write(table, &stream, contents);
-            Ok((guest_result(table, result)?,))
+            let state = store.data_mut();
+            let (rep, len) = (stream.rep(), contents.len());
+            let result = write(&mut state.table, &stream, contents);
+            if result.is_ok() {
+                super::traffic::sent(state, rep, len);
+            }
+            Ok((guest_result(&mut state.table, result)?,))
         },
     )?;
     linker.instance(STREAMS)?.func_wrap(

@@ -5,7 +5,8 @@
 //! concern: [`readiness`] (a socket is ready), [`errors`] (no host stack in guest-visible
 //! errors), [`linger`] (dropping a stream never blocks), [`sockets`] (sockets counted against
 //! the guest's limits), [`udp`] (datagrams judged per socket), [`bind`] (shared ports claimed),
-//! [`dns`] (names judged by the policy) and [`control`] (`sockbox:guest/control`). The names
+//! [`dns`] (names judged by the policy), [`traffic`] (bytes and datagrams counted for
+//! metrics) and [`control`] (`sockbox:guest/control`). The names
 //! of the interfaces they shadow are written here once.
 
 mod bind;
@@ -16,6 +17,7 @@ mod linger;
 mod p3;
 mod readiness;
 mod sockets;
+mod traffic;
 mod udp;
 
 use std::sync::OnceLock;
@@ -74,6 +76,7 @@ fn build() -> Result<Linker<HostState>> {
     udp::add_hooks(&mut linker)?;
     bind::add_hooks(&mut linker)?;
     dns::add_to_linker(&mut linker)?;
+    traffic::add_hooks(&mut linker)?;
     p3::add_to_linker(&mut linker)?;
     linker.allow_shadowing(false);
     control::add_to_linker(&mut linker)?;

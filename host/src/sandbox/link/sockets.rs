@@ -75,10 +75,8 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
                 Ok(accepted) => accepted,
                 Err(err) => return Ok((Err(view.convert_error_code(err)?),)),
             };
-            let Err(refusal) = state
-                .ledger
-                .accept(accepted.0.rep(), Some(accepted.2.rep()))
-            else {
+            let streams = Some((accepted.1.rep(), accepted.2.rep()));
+            let Err(refusal) = state.ledger.accept(accepted.0.rep(), streams) else {
                 return Ok((Ok(accepted),));
             };
             let peer = close_accepted(state, accepted)?;
@@ -102,8 +100,8 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
             let mut view = state.sockets();
             let result = HostTcpSocket::finish_connect(&mut view, socket);
             let result = guest_code(&mut view, result)?;
-            if let Ok((_, output)) = &result {
-                state.ledger.connected(rep, output.rep());
+            if let Ok((input, output)) = &result {
+                state.ledger.connected(rep, input.rep(), output.rep());
             }
             Ok((result,))
         },

@@ -136,6 +136,7 @@ pub(crate) fn add_hooks(linker: &mut Linker<HostState>) -> Result<()> {
                     break;
                 }
             }
+            super::traffic::received_datagrams(&shared, &kept);
             Ok((Ok(kept),))
         },
     )?;

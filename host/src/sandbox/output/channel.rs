@@ -263,6 +263,15 @@ pub fn drain_output(timeout: Duration) -> bool {
 /// Prints one of the host's own stderr lines about guests (denials, their summaries, `up`'s
 /// events): bounded like a guest's stderr, so a flood of them never blocks a guest's thread.
 pub fn host_line(line: &str) {
+    push_host_line(&super::json::shape(None, line));
+}
+
+/// [`host_line`] about guest `guest` (named in the line's JSON form).
+pub fn guest_line(guest: &str, line: &str) {
+    push_host_line(&super::json::shape(Some(guest), line));
+}
+
+fn push_host_line(line: &str) {
     static HOST: OnceLock<Arc<Channel>> = OnceLock::new();
     let channel = HOST.get_or_init(|| {
         let channel = Channel::new(Fd::Stderr, "host".into(), "stderr");

@@ -3,10 +3,11 @@
 //!
 //! [`channel`] holds the bounded queues and their writer threads; [`guest`] is what
 //! wasmtime-wasi writes the guest's streams into; [`ready_guard`] keeps a guest from forging
-//! the host's `ready` line.
+//! the host's `ready` line; [`json`] shapes the host's lines for `--log-format json`.
 
 mod channel;
 mod guest;
+mod json;
 mod ready_guard;
 
 use std::time::{Duration, Instant};
@@ -15,8 +16,9 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use channel::Fd;
-pub use channel::{drain_output, host_line};
+pub use channel::{drain_output, guest_line, host_line};
 use guest::GuestOutput;
+pub use json::host_lines_as_json;
 
 /// Captured output beyond this fails the guest's write; it is meant for tests and tools.
 const CAPTURE_CAPACITY: usize = 64 * 1024 * 1024;

@@ -88,6 +88,21 @@ fn supervisor_settings_override_the_defaults() {
 }
 
 #[test]
+fn a_metrics_table_names_the_listener_address() {
+    let guest = "[guests.e]\ncomponent = \"echo\"\n";
+    assert_eq!(parse(guest).unwrap().metrics, None);
+    let manifest = parse(&format!("[metrics]\naddress = \"0.0.0.0:9100\"\n{guest}")).unwrap();
+    assert_eq!(manifest.metrics, Some("0.0.0.0:9100".parse().unwrap()));
+    let bad = error(&format!("[metrics]\naddress = \"localhost\"\n{guest}"));
+    assert!(
+        bad.starts_with("up.toml:2: [metrics] address must be IP:PORT"),
+        "{bad}"
+    );
+    let unknown = error(&format!("[metrics]\nport = 9100\n{guest}"));
+    assert!(unknown.contains("unknown field `port`"), "{unknown}");
+}
+
+#[test]
 fn mistakes_are_load_errors_naming_the_line() {
     let cases = [
         (
