@@ -17,8 +17,22 @@ mod embed;
 use embed::{text_entries, tree_files};
 
 /// The guests `sockbox run <name>` knows by name (docs/contract.md), embedded in the binary.
+/// `<name>-p3` is the WASI 0.3 build of `<name>` (guests/p3/<name>, a package of that name).
 const BUILTIN: &[&str] = &[
-    "echo", "udp-echo", "time", "framing", "chat", "rcmd", "proxy",
+    "echo",
+    "udp-echo",
+    "time",
+    "framing",
+    "chat",
+    "rcmd",
+    "proxy",
+    "echo-p3",
+    "udp-echo-p3",
+    "chat-p3",
+    "framing-p3",
+    "time-p3",
+    "rcmd-p3",
+    "proxy-p3",
 ];
 
 const TARGET: &str = "wasm32-wasip2";
@@ -52,34 +66,16 @@ fn main() {
 
     ensure_target_installed();
 
-    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&guests)
-        .args(["build", "--release", "--workspace", "--target", TARGET])
-        .arg("--target-dir")
-        .arg(&target_dir);
-    // The outer build's settings are for the host, not for wasm guests.
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET_DIR",
-        "CARGO_PRIMARY_PACKAGE",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_LLVM_COV",
-        "LLVM_PROFILE_FILE",
-    ] {
-        cmd.env_remove(var);
-    }
-    let status = cmd.status().expect("run cargo to build the guests");
-    if !status.success() {
-        panic!(
-            "building the guests for {TARGET} failed (see the output above). Build them by hand \
-             with `cd guests && cargo build --release --target {TARGET}`."
-        );
-    }
+    // Two builds: the guests' workspace's default members (the WASI 0.2 guests and the SDK),
+    // then the WASI 0.3 ones, whose SDK has its `p3` feature: in one build cargo would unify
+    // the SDK's features across all of them (guests/Cargo.toml).
+    build_guests(&guests, &target_dir, &[]);
+    let p3: Vec<&str> = BUILTIN
+        .iter()
+        .copied()
+        .filter(|name| name.ends_with("-p3"))
+        .collect();
+    build_guests(&guests, &target_dir, &p3);
 
     let wasm_dir = target_dir.join(TARGET).join("release");
     let mut code = String::from(
@@ -87,7 +83,7 @@ fn main() {
          pub const BUILTIN: &[(&str, &[u8])] = &[\n",
     );
     for name in BUILTIN {
-        let wasm = wasm_dir.join(format!("{name}.wasm"));
+        let wasm = wasm_dir.join(wasm_file(name));
         if !wasm.exists() {
             continue; // not written yet; the name is simply unknown to `sockbox run`
         }
@@ -109,6 +105,56 @@ fn main() {
     println!("cargo::metadata=wasm_dir={}", wasm_dir.display());
 }
 
+/// Builds the guests' default members (`packages` empty) or the packages named, in release for
+/// wasm32-wasip2.
+fn build_guests(guests: &Path, target_dir: &Path, packages: &[&str]) {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(guests)
+        .args(["build", "--release", "--target", TARGET])
+        .arg("--target-dir")
+        .arg(target_dir);
+    for package in packages {
+        cmd.args(["-p", package]);
+    }
+    // The outer build's settings are for the host, not for wasm guests.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET_DIR",
+        "CARGO_PRIMARY_PACKAGE",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_LLVM_COV",
+        "LLVM_PROFILE_FILE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("run cargo to build the guests");
+    if !status.success() {
+        let which = match packages {
+            [] => String::new(),
+            packages => format!(" -p {}", packages.join(" -p ")),
+        };
+        panic!(
+            "building the guests for {TARGET} failed (see the output above). Build them by hand \
+             with `cd guests && cargo build --release --target {TARGET}{which}`."
+        );
+    }
+}
+
+/// The file a built-in's build writes: a 0.2 guest is a binary named as the package, a 0.3
+/// one a `cdylib`, named as its library (`echo-p3` → `echo_p3.wasm`).
+fn wasm_file(name: &str) -> String {
+    if name.ends_with("-p3") {
+        format!("{}.wasm", name.replace('-', "_"))
+    } else {
+        format!("{name}.wasm")
+    }
+}
+
 /// The support package every Python guest may import (`host/src/python`), by path relative to
 /// `guests/python`, as a list expression: a file added to the package is embedded without a
 /// change to the host's code.
@@ -123,11 +169,11 @@ fn embed_python_support(root: &Path, out_dir: &Path) {
     fs::write(out_dir.join("python_support.rs"), code).unwrap();
 }
 
+/// The guests' workspace members: its directories with a Cargo.toml, and those under `p3/`.
 fn members(guests: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = fs::read_dir(guests)
-        .into_iter()
-        .flatten()
-        .flatten()
+    let mut dirs: Vec<PathBuf> = [guests.to_path_buf(), guests.join("p3")]
+        .iter()
+        .flat_map(|dir| fs::read_dir(dir).into_iter().flatten().flatten())
         .map(|e| e.path())
         .filter(|p| p.join("Cargo.toml").exists())
         .collect();

@@ -20,6 +20,7 @@ mod hostile_clients;
 mod instances;
 mod limits;
 mod load;
+mod p3_guests;
 mod plain;
 mod policy_cli;
 mod proxy;

@@ -10,12 +10,14 @@
 //! Guest arguments (`sockbox run chat --listen ADDR -- ARGS`): `--max-queue BYTES` (default
 //! 1048576), `--idle-timeout D` (default 5min: a client silent that long is disconnected;
 //! `off` keeps lurkers), `--read-timeout D` (default 30s to finish a line once begun).
+//!
+//! Also the WASI 0.3 `chat-p3` (`guests/p3/chat`), built from this file with the SDK's `p3`
+//! feature.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::error::Error;
 use std::io;
-use std::process::ExitCode;
 use std::rc::Rc;
 
 use sockbox_guest::channel::{self, Receiver, SendError, Sender};
@@ -33,14 +35,12 @@ const TOO_SLOW: &str = "* you were too slow; disconnected\n";
 /// How long that notice may wait for room in the client's socket.
 const NOTICE_WAIT: Duration = Duration::from_secs(5);
 
-fn main() -> ExitCode {
-    sockbox_guest::run(async {
-        let options = options(sockbox_guest::args())?;
-        let room = Rc::new(RefCell::new(Room::default()));
-        serve_tcp(move |stream, _peer| client(stream, room.clone(), options)).await?;
-        Ok::<_, Box<dyn Error>>(())
-    })
-}
+sockbox_guest::main!(async {
+    let options = options(sockbox_guest::args())?;
+    let room = Rc::new(RefCell::new(Room::default()));
+    serve_tcp(move |stream, _peer| client(stream, room.clone(), options)).await?;
+    Ok::<_, Box<dyn Error>>(())
+});
 
 async fn client(stream: TcpStream, room: Rc<RefCell<Room>>, options: Options) -> io::Result<()> {
     let (reader, writer) = stream.split();

@@ -11,9 +11,11 @@
 //!
 //! D is a duration such as `2s`, `500ms` or `5min`, or `off`. A timed-out connection is closed
 //! without a reply.
+//!
+//! Also the WASI 0.3 `framing-p3` (`guests/p3/framing`), built from this file with the SDK's
+//! `p3` feature.
 
 use std::error::Error;
-use std::process::ExitCode;
 
 use sockbox_guest::framed::FramedStream;
 use sockbox_guest::options;
@@ -21,18 +23,16 @@ use sockbox_guest::serve::serve_tcp;
 use sockbox_guest::timeouts::Timeouts;
 use sockbox_guest::wire::DEFAULT_MAX_FRAME;
 
-fn main() -> ExitCode {
-    sockbox_guest::run(async {
-        let options = options(sockbox_guest::args())?;
-        serve_tcp(move |stream, _peer| {
-            FramedStream::with_max_frame(stream, options.max_frame)
-                .with_timeouts(options.timeouts)
-                .echo_each()
-        })
-        .await?;
-        Ok::<_, Box<dyn Error>>(())
+sockbox_guest::main!(async {
+    let options = options(sockbox_guest::args())?;
+    serve_tcp(move |stream, _peer| {
+        FramedStream::with_max_frame(stream, options.max_frame)
+            .with_timeouts(options.timeouts)
+            .echo_each()
     })
-}
+    .await?;
+    Ok::<_, Box<dyn Error>>(())
+});
 
 const USAGE: &str = "usage: framing [--max-frame BYTES] [--idle-timeout D] [--read-timeout D]";
 

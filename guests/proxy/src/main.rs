@@ -3,23 +3,23 @@
 //!
 //! If the upstream cannot be reached (refused, or not granted: the guest gets access-denied),
 //! that client's connection is closed, one line goes to stderr, and the others are served on.
+//!
+//! Also the WASI 0.3 `proxy-p3` (`guests/p3/proxy`), built from this file with the SDK's
+//! `p3` feature.
 
 use std::error::Error;
 use std::io;
 use std::net::SocketAddr;
-use std::process::ExitCode;
 
 use sockbox_guest::future::try_zip;
 use sockbox_guest::net::TcpStream;
 use sockbox_guest::serve::serve_tcp;
 
-fn main() -> ExitCode {
-    sockbox_guest::run(async {
-        let upstream = upstream(&sockbox_guest::args())?;
-        serve_tcp(move |client, _peer| pipe(client, upstream)).await?;
-        Ok::<_, Box<dyn Error>>(())
-    })
-}
+sockbox_guest::main!(async {
+    let upstream = upstream(&sockbox_guest::args())?;
+    serve_tcp(move |client, _peer| pipe(client, upstream)).await?;
+    Ok::<_, Box<dyn Error>>(())
+});
 
 fn upstream(args: &[String]) -> Result<SocketAddr, String> {
     match args {

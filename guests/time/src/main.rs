@@ -3,24 +3,24 @@
 //! - TCP: on connect, the time as RFC 3339 and `\n`, then the connection closes.
 //! - UDP: the datagram is a strftime format (`%Y-%m-%d %X`); the reply is the time in it.
 //!   An empty datagram gets RFC 3339; an invalid format gets `ERR invalid format`.
+//!
+//! Also the WASI 0.3 `time-p3` (`guests/p3/time`), built from this file with the SDK's
+//! `p3` feature.
 
 use std::fmt::Write as _;
-use std::process::ExitCode;
 
 use chrono::format::StrftimeItems;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sockbox_guest::net::{MAX_DATAGRAM, TcpStream};
 use sockbox_guest::serve::serve_tcp_and_udp;
 
-fn main() -> ExitCode {
-    sockbox_guest::run(serve_tcp_and_udp(
-        |stream: TcpStream, _peer| async move {
-            let line = format!("{}\n", rfc3339(Utc::now()));
-            stream.write_all(line.as_bytes()).await
-        },
-        |format| formatted(Utc::now(), &format).into_bytes(),
-    ))
-}
+sockbox_guest::main!(serve_tcp_and_udp(
+    |stream: TcpStream, _peer| async move {
+        let line = format!("{}\n", rfc3339(Utc::now()));
+        stream.write_all(line.as_bytes()).await
+    },
+    |format| formatted(Utc::now(), &format).into_bytes(),
+));
 
 fn rfc3339(now: DateTime<Utc>) -> String {
     now.to_rfc3339_opts(SecondsFormat::Millis, true)

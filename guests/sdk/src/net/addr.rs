@@ -1,8 +1,14 @@
 //! Conversions between `std::net` addresses and WASI's: the SDK's sockets use them, and so do
 //! the test guests that call `wasi:sockets` directly (hostile, chaos), rather than keep copies.
+//! WASI 0.2's types, or 0.3's with the `p3` feature (the same shapes).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+#[cfg(not(feature = "p3"))]
 use wasip2::sockets::network::{
+    IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, Ipv6SocketAddress,
+};
+#[cfg(feature = "p3")]
+use wasip3::sockets::types::{
     IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, Ipv6SocketAddress,
 };
 

@@ -102,6 +102,10 @@ impl TimerHeap {
     }
 
     /// Every waker of every armed timer, for tearing the runtime down.
+    #[cfg_attr(
+        feature = "p3",
+        allow(dead_code, reason = "the 0.3 runtime drops its timers whole")
+    )]
     pub(crate) fn take_all_wakers(&mut self, into: &mut Vec<Waker>) {
         into.extend(self.slots.iter_mut().filter_map(|(_, s)| s.waker.take()));
     }
