@@ -1,6 +1,6 @@
 //! The concurrency sweep as a picture: round trips per second against concurrent clients
-//! (log axis) for the guest, native-evloop and native-threads, where a trend shows at a glance
-//! that a table hides.
+//! (log axis) for the guest of each world benched, native-evloop and native-threads, where a
+//! trend shows at a glance that a table hides.
 //!
 //! SVG through plotters' SVG backend only: text is left to the viewer's fonts, so building
 //! sockbox needs no font library on the machine.
@@ -12,6 +12,7 @@ use plotters::prelude::*;
 
 use super::figures::SWEEP;
 use super::report::{FigureReport, Report};
+use super::world::World;
 
 /// A line on the chart: its legend, colour and (clients, round trips/s) points.
 type Series = (&'static str, RGBColor, Vec<(f64, f64)>);
@@ -23,21 +24,32 @@ pub fn concurrency(report: &Report, path: &Path) -> Result<bool> {
         .iter()
         .filter(|f| SWEEP.contains(&f.name.as_str()) && f.clients.is_some())
         .collect();
-    let series: [Series; 3] = [
+    let of_world = |world| -> Vec<&FigureReport> {
+        sweep.iter().copied().filter(|f| f.world == world).collect()
+    };
+    // Both worlds' reports carry the same natives: draw them once.
+    let mut natives = sweep.clone();
+    natives.dedup_by(|a, b| a.name == b.name);
+    let series: [Series; 4] = [
         (
-            "guest",
+            "guest, WASI 0.2 (p2)",
             RGBColor(0xd6, 0x27, 0x28),
-            points(&sweep, |f| f.guest),
+            points(&of_world(World::P2), |f| f.guest),
+        ),
+        (
+            "guest, WASI 0.3 (p3)",
+            RGBColor(0x94, 0x67, 0xbd),
+            points(&of_world(World::P3), |f| f.guest),
         ),
         (
             "native-evloop",
             RGBColor(0x1f, 0x77, 0xb4),
-            points(&sweep, |f| f.native),
+            points(&natives, |f| f.native_evloop),
         ),
         (
             "native-threads",
             RGBColor(0x2c, 0xa0, 0x2c),
-            points(&sweep, |f| f.native_threads),
+            points(&natives, |f| f.native_threads),
         ),
     ];
     if series.iter().all(|(_, _, p)| p.is_empty()) {
@@ -114,52 +126,66 @@ fn points(sweep: &[&FigureReport], value: fn(&FigureReport) -> Option<f64>) -> V
 mod tests {
     use super::*;
     use crate::figures::JOBS;
-    use crate::{BenchOptions, Machine, Tally};
+    use crate::{BenchOptions, Machine, RoundResult, Tally};
 
-    fn tally(value: f64) -> Option<Tally> {
-        Some(Tally {
-            values: vec![value],
+    fn tally(value: f64) -> Tally {
+        Tally {
+            rounds: vec![RoundResult {
+                round: 1,
+                value: Some(value),
+                ..RoundResult::default()
+            }],
             ..Tally::default()
-        })
+        }
     }
 
-    fn report(names: &[&str]) -> Report {
-        let figures = JOBS
-            .iter()
-            .filter(|job| names.contains(&job.figures[0].name))
-            .map(|job| {
+    fn report(names: &[&str], worlds: &[World]) -> Report {
+        let mut figures = Vec::new();
+        for job in JOBS.iter().filter(|job| names.contains(&job.name())) {
+            for &world in worlds {
                 let clients = job.clients().unwrap_or(1) as f64;
-                FigureReport::new(
+                figures.push(FigureReport::new(
                     &job.figures[0],
                     job,
+                    world,
                     "echo",
                     job.clients(),
-                    tally(1000.0 + clients),
-                    tally(2000.0 + clients),
-                    tally(3000.0 + clients),
-                )
-            })
-            .collect();
+                    Some(&tally(1000.0 + clients)),
+                    Some(&tally(2000.0 + clients)),
+                    Some(&tally(3000.0 + clients)),
+                ));
+            }
+        }
         Report::new(Machine::here(), &BenchOptions::quick(), figures, Vec::new())
+    }
+
+    fn draw(report: &Report) -> String {
+        let dir = std::env::temp_dir().join(format!(
+            "sockbox-chart-{}-{}",
+            std::process::id(),
+            report.figures.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("concurrency.svg");
+        assert!(concurrency(report, &path).unwrap());
+        let svg = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(svg.starts_with("<svg"), "{svg}");
+        svg
     }
 
     #[test]
     fn the_sweep_is_drawn_with_a_line_per_server() {
-        let dir = std::env::temp_dir().join(format!("sockbox-chart-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("concurrency.svg");
-        assert!(concurrency(&report(SWEEP), &path).unwrap());
-        let svg = std::fs::read_to_string(&path).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert!(svg.starts_with("<svg"), "{svg}");
+        let svg = draw(&report(SWEEP, &[World::P2]));
         for label in [
-            "guest",
+            "guest, WASI 0.2",
             "native-evloop",
             "native-threads",
             "concurrent clients",
         ] {
             assert!(svg.contains(label), "{label} missing");
         }
+        assert!(!svg.contains("WASI 0.3"));
         assert_eq!(
             svg.matches("<circle").count(),
             3 * SWEEP.len(),
@@ -168,9 +194,16 @@ mod tests {
     }
 
     #[test]
+    fn both_worlds_get_a_guest_line_each_and_the_natives_once() {
+        let svg = draw(&report(SWEEP, &[World::P2, World::P3]));
+        assert!(svg.contains("guest, WASI 0.2") && svg.contains("guest, WASI 0.3"));
+        assert_eq!(svg.matches("<circle").count(), 4 * SWEEP.len());
+    }
+
+    #[test]
     fn no_sweep_no_chart() {
         let path = std::env::temp_dir().join("sockbox-chart-never-written.svg");
-        assert!(!concurrency(&report(&["udp-echo"]), &path).unwrap());
+        assert!(!concurrency(&report(&["udp-echo"], &[World::P2]), &path).unwrap());
         assert!(!path.exists());
     }
 }

@@ -16,7 +16,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
 
-use super::stats::percentile;
+use super::stats::{fairness, percentile};
 
 /// Longest wait for one exchange (or read) before the client counts as failed.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,6 +71,9 @@ pub struct LoadStats {
     pub window: Duration,
     /// Latency of each exchange completed in the window, in nanoseconds, sorted.
     pub latencies_ns: Vec<u64>,
+    /// Exchanges each connected client completed inside the window (one that failed later
+    /// keeps what it completed).
+    pub per_client: Vec<u64>,
     /// Clients or connections that failed (error, timeout, wrong answer).
     pub failures: u64,
     /// Datagrams that got no echo in time (UDP may drop; not a failure).
@@ -93,6 +96,11 @@ impl LoadStats {
         percentile(&self.latencies_ns, 99.0).map(|ns| ns as f64 / 1000.0)
     }
 
+    /// How evenly the clients were served ([`fairness`]).
+    pub fn fairness(&self) -> Option<f64> {
+        fairness(&self.per_client)
+    }
+
     fn fail(&mut self, error: impl std::fmt::Display) {
         self.failures += 1;
         if self.first_error.is_none() {
@@ -103,6 +111,7 @@ impl LoadStats {
     fn absorb(&mut self, other: LoadStats) {
         self.completed += other.completed;
         self.latencies_ns.extend(other.latencies_ns);
+        self.per_client.extend(other.per_client);
         self.failures += other.failures;
         self.lost += other.lost;
         if self.first_error.is_none() {
@@ -479,7 +488,10 @@ async fn join_all(tasks: Vec<JoinHandle<LoadStats>>, window: Window) -> LoadStat
     let mut total = LoadStats::default();
     for mut task in tasks {
         match timeout_at(deadline, &mut task).await {
-            Ok(Ok(stats)) => total.absorb(stats),
+            Ok(Ok(stats)) => {
+                total.per_client.push(stats.completed);
+                total.absorb(stats);
+            }
             Ok(Err(err)) => total.fail(format!("a client task failed: {err}")),
             Err(_) => {
                 task.abort();
@@ -536,6 +548,10 @@ mod tests {
         assert_eq!(stats.failures, 0, "{:?}", stats.first_error);
         assert!(stats.completed > 0);
         assert!(stats.p50_us().unwrap() <= stats.p99_us().unwrap());
+        // Each client's count, adding up to the total.
+        assert_eq!(stats.per_client.len(), 4);
+        assert_eq!(stats.per_client.iter().sum::<u64>(), stats.completed);
+        assert!(stats.fairness().is_some_and(|f| f > 0.0 && f <= 1.0));
         let framed = exchange(native(Protocol::Framing), 2, Message::Frame(70_000), PHASES).await;
         assert_eq!(framed.failures, 0, "{:?}", framed.first_error);
         assert!(framed.completed > 0);
@@ -562,6 +578,7 @@ mod tests {
         assert!(opened.first_error.unwrap().contains("in a row"));
         let rr = exchange(addr, 3, Message::Raw(32), PHASES).await;
         assert_eq!((rr.completed, rr.failures), (0, 3));
+        assert_eq!(rr.fairness(), None, "no client connected");
     }
 
     #[tokio::test]

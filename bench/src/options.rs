@@ -9,6 +9,7 @@ use anyhow::{Result, bail};
 
 use crate::figures;
 use crate::load::Phases;
+use crate::world::Worlds;
 
 /// Connections held open for `open-10k-s` and `idle-conn-kib` (fewer with `--quick`).
 pub const IDLE_CONNECTIONS: usize = 10_000;
@@ -27,7 +28,10 @@ pub struct BenchOptions {
     pub quick: bool,
     /// Only these figures (all when empty).
     pub only: Vec<String>,
-    /// A component file in place of a built-in guest, by guest name.
+    /// The worlds whose built-in guests run (`--world`).
+    pub worlds: Worlds,
+    /// A component file in place of a built-in guest, by guest name; it runs once, in its
+    /// own world, whatever `worlds` says.
     pub components: BTreeMap<String, PathBuf>,
     /// Connections opened for `open-10k-s` and `idle-conn-kib`.
     pub connections: usize,
@@ -48,6 +52,7 @@ impl BenchOptions {
             },
             quick: false,
             only: Vec::new(),
+            worlds: Worlds::P2,
             components: BTreeMap::new(),
             connections: IDLE_CONNECTIONS,
             progress: true,

@@ -2,15 +2,22 @@
 //! terminal table and a markdown page. Every form says what was measured on what and what a
 //! ratio means, so a figure is never read without its context.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
-use super::figures::{FigureDef, Job, Workload};
+use super::figures::{FigureDef, Job, NATIVES, Workload};
 use super::stats::{self, Better};
+use super::world::World;
 use super::{BenchOptions, IDLE_CONNECTIONS, Machine, NativeKind, Tally};
 
 /// How to read `ratio`, in every output.
 pub const RATIO_MEANS: &str = "ratio = guest/native when higher is better, native/guest when \
     lower is better: >= 1 means the guest is as good as native or better";
+
+/// Which native a ratio is taken against, in every output.
+pub const NATIVE_MEANS: &str = "native = the better of native-evloop (one thread, tokio) and \
+    native-threads (a thread per connection) in each round";
 
 /// Everything one bench run found.
 #[derive(Clone, Debug, Serialize)]
@@ -20,7 +27,10 @@ pub struct Report {
     pub rounds: usize,
     pub warmup_ms: u64,
     pub measure_ms: u64,
+    /// The worlds asked for with `--world` (a `--component` file runs in its own).
+    pub worlds: Vec<World>,
     pub ratio_means: &'static str,
+    pub native_means: &'static str,
     pub figures: Vec<FigureReport>,
     /// Figures that were asked for but could not run here, and why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -30,25 +40,34 @@ pub struct Report {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Skipped {
     pub name: String,
+    /// The world it could not run in; absent when it could run in none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub world: Option<World>,
     pub reason: String,
 }
 
-/// One figure: medians over the rounds, their spread, and the ratio.
+/// One figure in one world: medians over the rounds, their spread, and the ratio.
 #[derive(Clone, Debug, Serialize)]
 pub struct FigureReport {
     pub name: String,
     pub unit: String,
     pub better: Better,
+    /// The guest's WASI: `p2` or `p3`.
+    pub world: World,
     pub guest: Option<f64>,
-    /// The baseline's median (`baseline` says which native server).
+    /// The median over the rounds of the better native in each round.
     pub native: Option<f64>,
     pub ratio: Option<f64>,
+    /// The native that did better in most rounds (`baseline_rounds`: in how many each did).
     pub baseline: String,
+    pub baseline_rounds: BTreeMap<String, usize>,
     /// The guest component (built-in name or path) and its extra `sockbox run` options.
     pub guest_component: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clients: Option<usize>,
-    /// Thread-per-connection median, where measured.
+    /// Each native's own median, where measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub native_evloop: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub native_threads: Option<f64>,
     /// Smallest and largest of the rounds.
@@ -59,55 +78,97 @@ pub struct FigureReport {
     pub p99_us: Option<BySide<Option<f64>>>,
     /// Rounds that produced a value.
     pub samples: BySide<usize>,
-    /// Connections, clients or servers that failed, summed over the rounds.
+    /// Connections, clients or servers that failed, summed over the rounds (`native`: both
+    /// natives').
     pub failed: BySide<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
 }
 
-/// A value for the guest, the baseline and (where measured) native-threads.
+/// A value for the guest, the better native of each round, and each native on its own.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct BySide<T> {
     pub guest: T,
     pub native: T,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub native_evloop: Option<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub native_threads: Option<T>,
 }
 
+/// The better native's result in each round (by `better`), and how often each native was it.
+fn stronger(
+    better: Better,
+    evloop: Option<&Tally>,
+    threads: Option<&Tally>,
+) -> (Tally, BTreeMap<String, usize>) {
+    let natives = [evloop, threads];
+    let mut rounds: Vec<usize> = natives
+        .iter()
+        .flatten()
+        .flat_map(|t| t.rounds.iter().map(|r| r.round))
+        .collect();
+    rounds.sort_unstable();
+    rounds.dedup();
+    let mut tally = Tally {
+        failures: natives.iter().flatten().map(|t| t.failures).sum(),
+        ..Tally::default()
+    };
+    let mut wins = BTreeMap::new();
+    for round in rounds {
+        let results = natives.map(|t| t.and_then(|t| t.round(round)).copied());
+        let values = results.map(|r| r.and_then(|r| r.value));
+        if let Some(i) = stats::best(better, &values) {
+            tally.rounds.extend(results[i]);
+            *wins.entry(NATIVES[i].name().to_string()).or_insert(0) += 1;
+        }
+    }
+    (tally, wins)
+}
+
 impl FigureReport {
+    #[allow(clippy::too_many_arguments)] // one per side, each named at the call
     pub(crate) fn new(
         figure: &FigureDef,
         job: &Job,
+        world: World,
         guest_component: &str,
         clients: Option<usize>,
-        guest: Option<Tally>,
-        native: Option<Tally>,
-        threads: Option<Tally>,
+        guest: Option<&Tally>,
+        evloop: Option<&Tally>,
+        threads: Option<&Tally>,
     ) -> FigureReport {
-        let guest = guest.unwrap_or_default();
-        let native = native.unwrap_or_default();
-        // When threads are the baseline, they are also the native-threads figure.
-        let threads = match job.baseline {
-            NativeKind::Threads => Some(&native),
-            NativeKind::Evloop => threads.as_ref(),
-        };
-        let sides = (&guest, &native, threads);
-        let latency = |pick: fn(&Tally) -> &Vec<f64>| {
-            let side = by_side(sides, |t| stats::median(pick(t)));
+        let empty = Tally::default();
+        let guest = guest.unwrap_or(&empty);
+        let (native, baseline_rounds) = stronger(figure.better, evloop, threads);
+        let sides = (guest, &native, evloop, threads);
+        let latency = |pick: fn(&Tally) -> Vec<f64>| {
+            let side = by_side(sides, |t| stats::median(&pick(t)));
             (side.guest.is_some() || side.native.is_some()).then_some(side)
         };
-        let median_guest = stats::median(&guest.values);
-        let median_native = stats::median(&native.values);
+        let median_guest = stats::median(&guest.values());
+        let median_native = stats::median(&native.values());
+        // The native that was better in most rounds; the first of equals.
+        let baseline = NATIVES
+            .iter()
+            .map(|kind| kind.name())
+            .max_by_key(|name| {
+                (
+                    baseline_rounds.get(*name).copied().unwrap_or(0),
+                    name == &"native-evloop",
+                )
+            })
+            .unwrap_or("native-evloop")
+            .to_string();
         let mut notes = Vec::new();
-        for (side, tally) in [("guest", &guest), (job.baseline.name(), &native)]
-            .into_iter()
-            .chain(
-                threads
-                    .filter(|_| job.baseline != NativeKind::Threads)
-                    .map(|t| ("native-threads", t)),
-            )
-        {
-            notes.extend(tally.notes.iter().map(|note| format!("{side}, {note}")));
+        let named = [
+            ("guest", Some(guest)),
+            (NativeKind::Evloop.name(), evloop),
+            (NativeKind::Threads.name(), threads),
+        ];
+        for (side, tally) in named {
+            let notes_of = tally.map(|t| t.notes.as_slice()).unwrap_or_default();
+            notes.extend(notes_of.iter().map(|note| format!("{side}, {note}")));
         }
         match (job.workload, clients) {
             (Workload::StartToReady { cold: true }, _) => {
@@ -124,25 +185,43 @@ impl FigureReport {
             name: figure.name.to_string(),
             unit: figure.unit.to_string(),
             better: figure.better,
+            world,
             guest: median_guest,
             native: median_native,
             ratio: stats::ratio(figure.better, median_guest, median_native),
-            baseline: job.baseline.name().to_string(),
+            baseline,
+            baseline_rounds,
             guest_component: guest_component.to_string(),
             clients,
-            native_threads: threads.and_then(|t| stats::median(&t.values)),
-            spread: by_side(sides, |t| stats::spread(&t.values)),
-            p50_us: latency(|t| &t.p50_us),
-            p99_us: latency(|t| &t.p99_us),
-            samples: by_side(sides, |t| t.values.len()),
+            native_evloop: evloop.and_then(|t| stats::median(&t.values())),
+            native_threads: threads.and_then(|t| stats::median(&t.values())),
+            spread: by_side(sides, |t| stats::spread(&t.values())),
+            p50_us: latency(Tally::p50_us),
+            p99_us: latency(Tally::p99_us),
+            samples: by_side(sides, |t| t.values().len()),
             failed: by_side(sides, |t| t.failures),
             notes,
         }
     }
 
-    /// Failures on any side.
+    /// Failures on any side (`failed.native` counts both natives).
     pub fn failures(&self) -> u64 {
-        self.failed.guest + self.failed.native + self.failed.native_threads.unwrap_or(0)
+        self.failed.guest + self.failed.native
+    }
+
+    /// Which native the ratio used: `evloop`, `threads`, or each with its rounds.
+    fn versus(&self) -> String {
+        let short = |name: &str| name.trim_start_matches("native-").to_string();
+        match self.baseline_rounds.len() {
+            0 => "-".into(),
+            1 => short(&self.baseline),
+            _ => self
+                .baseline_rounds
+                .iter()
+                .map(|(name, n)| format!("{} {n}", short(name)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
     }
 }
 
@@ -159,7 +238,9 @@ impl Report {
             rounds: options.rounds,
             warmup_ms: options.phases.warmup.as_millis() as u64,
             measure_ms: options.phases.measure.as_millis() as u64,
+            worlds: options.worlds.list().to_vec(),
             ratio_means: RATIO_MEANS,
+            native_means: NATIVE_MEANS,
             figures,
             skipped,
         }
@@ -178,18 +259,17 @@ impl Report {
             .iter()
             .filter(|f| f.failures() > 0)
             .map(|f| {
-                let threads = f
-                    .failed
-                    .native_threads
-                    .filter(|_| f.baseline != "native-threads")
-                    .map(|n| format!(", native-threads {n}"))
-                    .unwrap_or_default();
+                let native = |kind: NativeKind, n: Option<u64>| {
+                    n.map(|n| format!(", {} {n}", kind.name()))
+                        .unwrap_or_default()
+                };
                 format!(
-                    "{}: FAILED guest {}, {} {}{threads}{}",
+                    "{} ({}): FAILED guest {}{}{}{}",
                     f.name,
+                    f.world.name(),
                     f.failed.guest,
-                    f.baseline,
-                    f.failed.native,
+                    native(NativeKind::Evloop, f.failed.native_evloop),
+                    native(NativeKind::Threads, f.failed.native_threads),
                     f.notes
                         .first()
                         .map(|n| format!(" (first: {n})"))
@@ -202,6 +282,14 @@ impl Report {
     /// What was measured on what, one line each.
     fn header(&self) -> Vec<String> {
         let m = &self.machine;
+        let worlds: Vec<String> = self
+            .worlds
+            .iter()
+            .map(|w| match w {
+                World::P2 => format!("{w} (p2)"),
+                World::P3 => format!("{w} (p3: NAME-p3)"),
+            })
+            .collect();
         let mut lines = vec![
             format!(
                 "sockbox {} ({} build) on {}, {} cores, {}; {}",
@@ -215,7 +303,11 @@ impl Report {
                 self.warmup_ms,
                 self.measure_ms
             ),
-            format!("{RATIO_MEANS}; native = native-evloop (one thread, tokio) unless marked"),
+            format!(
+                "guests: the built-ins for {}; a --component file runs in its own world",
+                worlds.join(" and ")
+            ),
+            format!("{RATIO_MEANS}; {NATIVE_MEANS} (`vs` says which)"),
         ];
         if m.build == "debug" {
             lines.push(
@@ -231,24 +323,30 @@ impl Report {
         out.push_str("\n\n");
         let mut rows = vec![row([
             "figure",
+            "world",
             "unit",
             "guest",
             "(min-max)",
             "native",
             "(min-max)",
             "ratio",
+            "vs",
+            "native-evloop",
             "native-threads",
             "failed (all rounds)",
         ])];
         for f in &self.figures {
             rows.push(vec![
                 f.name.clone(),
+                f.world.name().into(),
                 f.unit.clone(),
                 opt(f.guest),
                 range(f.spread.guest),
-                format!("{}{}", opt(f.native), marker(f)),
+                opt(f.native),
                 range(f.spread.native),
                 f.ratio.map_or("-".into(), |r| format!("{r:.2}")),
+                f.versus(),
+                f.native_evloop.map_or(String::new(), num),
                 f.native_threads.map_or(String::new(), num),
                 failed(f),
             ]);
@@ -257,12 +355,21 @@ impl Report {
         let latencies: Vec<_> = self.figures.iter().filter(|f| f.p50_us.is_some()).collect();
         if !latencies.is_empty() {
             out.push_str("\nlatency, µs p50 / p99\n");
-            let mut rows = vec![row(["figure", "guest", "native", "native-threads"])];
+            let mut rows = vec![row([
+                "figure",
+                "world",
+                "guest",
+                "native",
+                "native-evloop",
+                "native-threads",
+            ])];
             for f in latencies {
                 rows.push(vec![
                     f.name.clone(),
+                    f.world.name().into(),
                     latency(f, |s| s.guest),
-                    format!("{}{}", latency(f, |s| s.native), marker(f)),
+                    latency(f, |s| s.native),
+                    latency(f, |s| s.native_evloop.flatten()),
                     latency(f, |s| s.native_threads.flatten()),
                 ]);
             }
@@ -278,11 +385,16 @@ impl Report {
     /// Skipped figures and failures, after the tables.
     fn trailer(&self) -> Vec<String> {
         let mut lines = Vec::new();
-        if self.figures.iter().any(|f| f.baseline == "native-threads") {
-            lines.push("* native is native-threads (thread per connection) for this figure".into());
-        }
         for s in &self.skipped {
-            lines.push(format!("skipped {}: {}", s.name, s.reason));
+            match s.world {
+                Some(world) => lines.push(format!(
+                    "skipped {} ({}): {}",
+                    s.name,
+                    world.name(),
+                    s.reason
+                )),
+                None => lines.push(format!("skipped {}: {}", s.name, s.reason)),
+            }
         }
         lines.extend(self.failure_lines());
         lines
@@ -295,9 +407,10 @@ impl Report {
             out.push_str(&format!("{line}  \n"));
         }
         out.push_str(
-            "\n| figure | unit | guest | native | ratio | native-threads | \
-             p50 µs guest / native | p99 µs guest / native | failed (all rounds) |\n\
-             |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+            "\n| figure | world | unit | guest | native | ratio | vs | native-evloop | \
+             native-threads | p50 µs guest / native | p99 µs guest / native | \
+             failed (all rounds) |\n\
+             |---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|\n",
         );
         for f in &self.figures {
             let both = |side: &Option<BySide<Option<f64>>>| match side {
@@ -305,15 +418,17 @@ impl Report {
                 None => String::new(),
             };
             out.push_str(&format!(
-                "| {} | {} | {} {} | {}{} {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} {} | {} {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 f.name,
+                f.world.name(),
                 f.unit,
                 opt(f.guest),
                 range(f.spread.guest),
                 opt(f.native),
-                marker(f),
                 range(f.spread.native),
                 f.ratio.map_or("-".into(), |r| format!("**{r:.2}**")),
+                f.versus(),
+                f.native_evloop.map_or(String::new(), num),
                 f.native_threads.map_or(String::new(), num),
                 both(&f.p50_us),
                 both(&f.p99_us),
@@ -335,7 +450,11 @@ impl Report {
         let notes: Vec<_> = self
             .figures
             .iter()
-            .flat_map(|f| f.notes.iter().map(move |n| format!("- {}: {n}\n", f.name)))
+            .flat_map(|f| {
+                f.notes
+                    .iter()
+                    .map(move |n| format!("- {} ({}): {n}\n", f.name, f.world.name()))
+            })
             .collect();
         if !notes.is_empty() {
             out.push_str("\n## Notes\n\n");
@@ -345,15 +464,16 @@ impl Report {
     }
 }
 
-/// `f` of the guest's, the baseline's and (where measured) native-threads' tallies.
+/// `f` of the guest's, the better native's and (where measured) each native's tallies.
 fn by_side<T>(
-    (guest, native, threads): (&Tally, &Tally, Option<&Tally>),
+    (guest, native, evloop, threads): (&Tally, &Tally, Option<&Tally>, Option<&Tally>),
     f: impl Fn(&Tally) -> T,
 ) -> BySide<T> {
     BySide {
         guest: f(guest),
         native: f(native),
-        native_threads: threads.map(f),
+        native_evloop: evloop.map(&f),
+        native_threads: threads.map(&f),
     }
 }
 
@@ -414,14 +534,6 @@ fn range(spread: Option<[f64; 2]>) -> String {
     })
 }
 
-fn marker(f: &FigureReport) -> &'static str {
-    if f.baseline == "native-threads" {
-        " *"
-    } else {
-        ""
-    }
-}
-
 fn failed(f: &FigureReport) -> String {
     match f.failures() {
         0 => String::new(),
@@ -442,20 +554,29 @@ fn latency(f: &FigureReport, side: fn(&BySide<Option<f64>>) -> Option<f64>) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::RoundResult;
     use crate::figures::JOBS;
 
-    fn tally(values: &[f64], p50: &[f64], failures: u64) -> Option<Tally> {
-        Some(Tally {
-            values: values.to_vec(),
-            p50_us: p50.to_vec(),
-            p99_us: p50.iter().map(|v| v * 2.0).collect(),
+    /// Rounds 1, 2, ... with these values; p99 is twice p50.
+    fn tally(values: &[f64], p50: &[f64], failures: u64) -> Tally {
+        Tally {
+            rounds: values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| RoundResult {
+                    round: i + 1,
+                    value: Some(v),
+                    p50_us: p50.get(i).copied(),
+                    p99_us: p50.get(i).map(|v| v * 2.0),
+                })
+                .collect(),
             failures,
             notes: Vec::new(),
-        })
+        }
     }
 
     fn job(name: &str) -> &'static Job {
-        JOBS.iter().find(|j| j.figures[0].name == name).unwrap()
+        JOBS.iter().find(|j| j.name() == name).unwrap()
     }
 
     fn sample_report() -> Report {
@@ -465,25 +586,32 @@ mod tests {
             FigureReport::new(
                 &rr.figures[0],
                 rr,
+                World::P2,
                 "echo",
                 rr.clients(),
-                tally(&[50.0, 40.0, 60.0], &[20.0, 21.0, 22.0], 0),
-                tally(&[100.0, 90.0, 110.0], &[10.0, 11.0, 12.0], 0),
-                tally(&[80.0], &[15.0], 0),
+                Some(&tally(&[50.0, 40.0, 60.0], &[20.0, 21.0, 22.0], 0)),
+                Some(&tally(&[100.0, 90.0, 110.0], &[10.0, 11.0, 12.0], 0)),
+                Some(&tally(&[80.0, 80.0, 80.0], &[15.0, 15.0, 15.0], 0)),
             ),
             FigureReport::new(
                 &start.figures[0],
                 start,
-                "echo",
+                World::P3,
+                "echo-p3",
                 None,
-                tally(&[20.0, 30.0], &[], 0),
-                tally(&[10.0, 10.0], &[], 2),
-                None,
+                Some(&tally(&[20.0, 30.0], &[], 0)),
+                Some(&tally(&[10.0, 10.0], &[], 2)),
+                Some(&tally(&[12.0, 12.0], &[], 0)),
             ),
         ];
         let mut machine = Machine::here();
         machine.date = "2030-01-01T00:00:00Z".into();
-        Report::new(machine, &BenchOptions::quick(), figures, Vec::new())
+        let skipped = vec![Skipped {
+            name: "framing-small".into(),
+            world: Some(World::P3),
+            reason: "no framing-p3".into(),
+        }];
+        Report::new(machine, &BenchOptions::quick(), figures, skipped)
     }
 
     #[test]
@@ -494,59 +622,163 @@ mod tests {
         assert_eq!(figures.len(), 2);
         let rr = &figures[0];
         assert_eq!(rr["name"], "tcp-rr-64");
+        assert_eq!(rr["world"], "p2");
         assert_eq!(rr["unit"], "round trips/s");
         assert_eq!(rr["guest"], 50.0);
         assert_eq!(rr["native"], 100.0);
         assert_eq!(rr["ratio"], 0.5);
         assert_eq!(rr["baseline"], "native-evloop");
+        assert_eq!(
+            rr["baseline_rounds"],
+            serde_json::json!({"native-evloop": 3})
+        );
+        assert_eq!(rr["native_evloop"], 100.0);
         assert_eq!(rr["native_threads"], 80.0);
         assert_eq!(rr["spread"]["guest"], serde_json::json!([40.0, 60.0]));
         assert_eq!(rr["p50_us"]["guest"], 21.0);
         assert_eq!(rr["p99_us"]["native"], 22.0);
+        assert_eq!(rr["p99_us"]["native_threads"], 30.0);
         assert_eq!(rr["clients"], 64);
-        // Lower is better: ratio is native/guest.
+        // Lower is better: ratio is native/guest, against the faster native.
         let start = &figures[1];
+        assert_eq!(start["world"], "p3");
         assert_eq!(start["better"], "lower");
         assert_eq!(start["ratio"], 0.4);
         assert_eq!(start["failed"]["native"], 2);
+        assert_eq!(start["failed"]["native_evloop"], 2);
         assert!(start.get("p50_us").is_none());
-        assert!(start.get("native_threads").is_none());
         assert!(json["machine"]["cores"].as_u64().unwrap() >= 1);
         assert!(json["ratio_means"].as_str().unwrap().contains(">= 1"));
+        assert_eq!(json["worlds"], serde_json::json!(["p2"]));
+        assert_eq!(
+            json["skipped"],
+            serde_json::json!([{"name": "framing-small", "world": "p3", "reason": "no framing-p3"}])
+        );
     }
 
     #[test]
-    fn threads_as_baseline_are_also_the_threads_figure() {
-        let x2 = job("tcp-rr-64-x2");
+    fn each_round_compares_with_the_native_that_did_better_in_it() {
+        let rr = job("tcp-rr-64");
+        let [throughput, p99, _] = rr.figures else {
+            panic!("tcp-rr-64 has three figures")
+        };
+        // Round 1: evloop faster; rounds 2 and 3: threads faster; round 3 evloop failed.
+        let evloop = Tally {
+            rounds: vec![
+                RoundResult {
+                    round: 1,
+                    value: Some(100.0),
+                    ..Default::default()
+                },
+                RoundResult {
+                    round: 2,
+                    value: Some(60.0),
+                    ..Default::default()
+                },
+                RoundResult {
+                    round: 3,
+                    value: None,
+                    ..Default::default()
+                },
+            ],
+            failures: 1,
+            notes: vec!["round 3: gone".into()],
+        };
+        let threads = tally(&[90.0, 80.0, 70.0], &[], 0);
+        let guest = tally(&[45.0, 40.0, 35.0], &[], 0);
         let f = FigureReport::new(
-            &x2.figures[0],
-            x2,
-            "echo --instances 2",
-            x2.clients(),
-            tally(&[30.0], &[1.0], 0),
-            tally(&[60.0], &[1.0], 0),
+            throughput,
+            rr,
+            World::P3,
+            "echo-p3",
+            Some(64),
+            Some(&guest),
+            Some(&evloop),
+            Some(&threads),
+        );
+        // Better natives by round: 100 (evloop), 80 (threads), 70 (threads).
+        assert_eq!(f.native, Some(80.0));
+        assert_eq!(f.spread.native, Some([70.0, 100.0]));
+        assert_eq!(f.ratio, Some(0.5));
+        assert_eq!(f.baseline, "native-threads");
+        assert_eq!(
+            f.baseline_rounds,
+            BTreeMap::from([("native-evloop".into(), 1), ("native-threads".into(), 2)])
+        );
+        assert_eq!(f.versus(), "evloop 1, threads 2");
+        assert_eq!(
+            (f.native_evloop, f.native_threads),
+            (Some(80.0), Some(80.0))
+        );
+        assert_eq!(f.samples.native, 3);
+        assert_eq!(f.failed.native, 1);
+        assert!(f.notes.iter().any(|n| n == "native-evloop, round 3: gone"));
+
+        // Lower is better (p99): the lower native of each round.
+        let evloop = tally(&[900.0, 1000.0], &[], 0);
+        let threads = tally(&[1100.0, 500.0], &[], 0);
+        let f = FigureReport::new(
+            p99,
+            rr,
+            World::P2,
+            "echo",
+            Some(64),
+            Some(&tally(&[1400.0, 1400.0], &[], 0)),
+            Some(&evloop),
+            Some(&threads),
+        );
+        assert_eq!(f.native, Some(700.0), "median of 900 and 500");
+        assert_eq!(f.ratio, Some(0.5));
+        // One round each: the first of equals, the event loop, is named.
+        assert_eq!(f.baseline, "native-evloop");
+        assert_eq!(f.versus(), "evloop 1, threads 1");
+    }
+
+    #[test]
+    fn a_figure_with_no_native_value_has_no_ratio() {
+        let rr = job("tcp-rr-1");
+        let f = FigureReport::new(
+            &rr.figures[0],
+            rr,
+            World::P2,
+            "echo",
+            Some(1),
+            Some(&tally(&[10.0], &[], 0)),
+            None,
             None,
         );
-        assert_eq!(f.baseline, "native-threads");
-        assert_eq!(f.native_threads, Some(60.0));
-        assert_eq!(f.ratio, Some(0.5));
+        assert_eq!((f.native, f.ratio), (None, None));
+        assert!(f.baseline_rounds.is_empty());
+        assert_eq!(f.versus(), "-");
     }
 
     #[test]
-    fn texts_name_the_machine_the_ratio_and_the_failures() {
+    fn texts_name_the_machine_the_ratio_the_world_and_the_failures() {
         let report = sample_report();
         let table = report.table();
         assert!(table.contains(&report.machine.cpu), "{table}");
         assert!(table.contains(RATIO_MEANS), "{table}");
+        assert!(table.contains(NATIVE_MEANS), "{table}");
         assert!(
             table.contains("tcp-rr-64") && table.contains("0.50"),
             "{table}"
         );
         assert!(table.contains("2 FAILED"), "{table}");
+        assert!(
+            table.contains("skipped framing-small (p3): no framing-p3"),
+            "{table}"
+        );
         assert_eq!(report.failure_lines().len(), 1);
+        assert!(
+            report.failure_lines()[0].starts_with(
+                "start-to-ready-ms (p3): FAILED guest 0, native-evloop 2, native-threads 0"
+            ),
+            "{:?}",
+            report.failure_lines()
+        );
         let md = report.markdown(Some("concurrency.svg"));
         assert!(
-            md.contains("| tcp-rr-64 | round trips/s | 50.0 (40.0-60.0) |"),
+            md.contains("| tcp-rr-64 | p2 | round trips/s | 50.0 (40.0-60.0) |"),
             "{md}"
         );
         assert!(md.contains("](concurrency.svg)"), "{md}");

@@ -1,5 +1,6 @@
 //! The arithmetic of a fair comparison, kept apart from sockets so it can be tested alone:
-//! medians and spreads over rounds, percentiles of latency samples, and one definition of
+//! medians and spreads over rounds, percentiles of latency samples, how evenly a server shared
+//! itself among its connections, which native did better in a round, and one definition of
 //! "ratio" so that ≥ 1 always reads "the guest is as good as native or better".
 
 use serde::Serialize;
@@ -53,6 +54,38 @@ pub fn ratio(better: Better, guest: Option<f64>, native: Option<f64>) -> Option<
     (den > 0.0 && num.is_finite() && den.is_finite()).then(|| num / den)
 }
 
+/// How evenly connections were served: the mean round trips of the slowest tenth of the
+/// connections (at least one) over the median connection's. 1 is perfectly even; a server
+/// that starves some clients scores near 0. `None` with no connections or a median of 0.
+pub fn fairness(per_connection: &[u64]) -> Option<f64> {
+    let counts: Vec<f64> = per_connection.iter().map(|&n| n as f64).collect();
+    let median = median(&counts).filter(|m| *m > 0.0)?;
+    let slowest = sorted(&counts);
+    let tenth = slowest.len().div_ceil(10);
+    let mean = slowest[..tenth].iter().sum::<f64>() / tenth as f64;
+    Some(mean / median)
+}
+
+/// The index of the best of `values` (the highest or the lowest by `better`); the first of
+/// equals wins, missing values never do. `None` when all are missing.
+pub fn best(better: Better, values: &[Option<f64>]) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, value) in values.iter().enumerate() {
+        let Some(v) = value.filter(|v| !v.is_nan()) else {
+            continue;
+        };
+        let wins = match (best, better) {
+            (None, _) => true,
+            (Some((_, b)), Better::Higher) => v > b,
+            (Some((_, b)), Better::Lower) => v < b,
+        };
+        if wins {
+            best = Some((i, v));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
 fn sorted(values: &[f64]) -> Vec<f64> {
     let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
     sorted.sort_by(f64::total_cmp);
@@ -99,6 +132,47 @@ mod tests {
         // Memory: the guest uses less.
         assert_eq!(ratio(Better::Lower, Some(1.0), Some(4.0)), Some(4.0));
         assert_eq!(ratio(Better::Higher, Some(3.0), Some(3.0)), Some(1.0));
+    }
+
+    #[test]
+    fn fairness_is_the_slowest_tenth_over_the_median() {
+        // Even: every connection did as much as the median.
+        assert_eq!(fairness(&[100; 64]), Some(1.0));
+        // 20 connections: the slowest tenth is the two slowest (10 and 30, mean 20); the
+        // median is (100 + 100) / 2.
+        let mut counts = vec![100u64; 18];
+        counts.extend([10, 30]);
+        assert_eq!(fairness(&counts), Some(0.2));
+        // The spike's starved 0.3 echo, by connection order: one connection got nearly all.
+        let starved = [10732, 994, 231, 116, 64, 45, 42, 77];
+        // Eight connections: the slowest tenth is one connection (42); median (77+116)/2.
+        assert_eq!(fairness(&starved), Some(42.0 / 96.5));
+        // Fewer than ten connections: the slowest one alone.
+        assert_eq!(fairness(&[5, 10, 20]), Some(0.5));
+        assert_eq!(fairness(&[7]), Some(1.0));
+        assert_eq!(fairness(&[]), None);
+        assert_eq!(
+            fairness(&[0, 0, 3]),
+            None,
+            "median 0: nothing to compare with"
+        );
+        // Order does not matter.
+        assert_eq!(fairness(&[30, 100, 10, 100]), fairness(&[100, 10, 100, 30]));
+    }
+
+    #[test]
+    fn the_best_value_by_direction() {
+        assert_eq!(best(Better::Higher, &[Some(1.0), Some(2.0)]), Some(1));
+        assert_eq!(best(Better::Lower, &[Some(1.0), Some(2.0)]), Some(0));
+        assert_eq!(best(Better::Higher, &[None, Some(0.5)]), Some(1));
+        assert_eq!(best(Better::Lower, &[Some(3.0), None]), Some(0));
+        assert_eq!(
+            best(Better::Higher, &[Some(2.0), Some(2.0)]),
+            Some(0),
+            "ties: first"
+        );
+        assert_eq!(best(Better::Higher, &[Some(f64::NAN), Some(1.0)]), Some(1));
+        assert_eq!(best(Better::Higher, &[None, None]), None);
     }
 
     #[test]

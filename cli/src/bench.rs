@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::Failure;
 use super::run::StopSignals;
-use sockbox_bench::{self as bench, BenchOptions, NativeKind, Protocol};
+use sockbox_bench::{self as bench, BenchOptions, NativeKind, Protocol, Worlds};
 
 /// How the figures are made and read, after the options in `--help`.
 const ABOUT_FIGURES: &str = "\
@@ -20,17 +20,22 @@ Each figure runs on a fresh guest (`sockbox run`) and a fresh native server of t
 protocol, each in its own process, driven by one loopback load generator; rounds interleave
 native and guest runs, and the report gives medians and their spread (min-max).
 
-ratio = guest/native when higher is better (throughputs), native/guest when lower is better
-(times, memory): ratio >= 1 always means the guest is as good as native or better. Native is
-a single-threaded tokio event loop (native-evloop); a thread-per-connection server
-(native-threads) is shown beside it for the concurrency sweep.
+ratio = guest/native when higher is better (throughputs, fairness), native/guest when lower
+is better (times, latency, memory): ratio >= 1 always means the guest is as good as native or
+better. Two native servers run, a single-threaded tokio event loop (native-evloop) and a
+thread per connection (native-threads); each round's ratio is against the one that did better
+in that round, and the report says which (`baseline`, `vs`).
 
-Figures: tcp-bulk, tcp-rr-1, tcp-rr-64, tcp-rr-256, tcp-rr-1024, tcp-rr-64-x2 (only when
-`sockbox run` has --instances), udp-echo, framing-small, framing-large, start-to-ready-ms,
-start-to-ready-cold-ms, open-10k-s, idle-conn-kib.
+--world p3 runs each figure's WASI 0.3 built-in (`echo-p3` for `echo`); --world both runs
+both, interleaved within each round, and reports each figure per world.
 
-A full run takes minutes: most of it is the guest accepting 10 000 connections one by one in
-each round (--quick opens 2 000).
+Figures: tcp-bulk, tcp-rr-1, tcp-rr-64, tcp-rr-64-p99-us, tcp-rr-64-fair, tcp-rr-256,
+tcp-rr-256-p99-us, tcp-rr-256-fair, tcp-rr-1024, tcp-rr-64-x2 (only when `sockbox run` has
+--instances), udp-echo, framing-small, framing-large, start-to-ready-ms,
+start-to-ready-cold-ms, open-10k-s, idle-conn-kib, idle-10k-rr-1.
+
+A full run takes minutes: most of it is a WASI 0.2 guest accepting 10 000 connections one by
+one in each round (--quick opens 2 000).
 
 Exit status 1 if any connection, client or server failed; the figures are printed anyway.";
 
@@ -38,8 +43,8 @@ Exit status 1 if any connection, client or server failed; the figures are printe
 #[command(after_help = ABOUT_FIGURES)]
 pub(crate) struct BenchArgs {
     /// 3 rounds of 50 ms warm-up + 200 ms measured per figure and server, and 2 000
-    /// connections instead of 10 000 for open-10k-s and idle-conn-kib (a guest takes minutes
-    /// to accept 10 000 one by one): under a minute on 2 cores with a release build.
+    /// connections instead of 10 000 for open-10k-s, idle-conn-kib and idle-10k-rr-1 (a WASI
+    /// 0.2 guest takes minutes to accept 10 000 one by one).
     #[arg(long)]
     quick: bool,
     /// Print only the JSON document on stdout:
@@ -53,8 +58,13 @@ pub(crate) struct BenchArgs {
     /// Run only these figures (comma-separated or repeated).
     #[arg(long, value_name = "NAME[,NAME]", value_delimiter = ',')]
     only: Vec<String>,
+    /// The guests' WASI: p2 (the built-ins, as before), p3 (their WASI 0.3 builds,
+    /// NAME-p3), or both, each figure reported per world.
+    #[arg(long, value_name = "p2|p3|both", default_value = "p2")]
+    world: Worlds,
     /// Bench the component at PATH in place of the built-in guest NAME (echo, udp-echo,
-    /// framing); repeatable, e.g. to compare an old and a new build of a guest.
+    /// framing), in PATH's own world whatever --world says; repeatable, e.g. to compare an
+    /// old and a new build of a guest.
     #[arg(long = "component", value_name = "NAME=PATH", value_parser = parse_component)]
     components: Vec<(String, PathBuf)>,
     /// Rounds (default 5, 3 with --quick).
@@ -63,8 +73,8 @@ pub(crate) struct BenchArgs {
     /// Measured time per figure and server in ms (warm-up is a quarter of it).
     #[arg(long, value_name = "MS")]
     duration_ms: Option<u64>,
-    /// Connections opened for open-10k-s and idle-conn-kib (default 10 000, 2 000 with
-    /// --quick); the figures keep their names and the report says how many.
+    /// Connections opened for open-10k-s, idle-conn-kib and idle-10k-rr-1 (default 10 000,
+    /// 2 000 with --quick); the figures keep their names and the report says how many.
     #[arg(long, value_name = "N")]
     connections: Option<usize>,
     /// Start every guest with `--metrics 127.0.0.1:0` (its counters served), to compare
@@ -105,6 +115,7 @@ pub(crate) async fn bench(args: BenchArgs) -> Result<u8, Failure> {
         options.connections = connections;
     }
     options.only = args.only;
+    options.worlds = args.world;
     options.components = args.components.into_iter().collect::<BTreeMap<_, _>>();
     options.progress = std::io::stderr().is_terminal();
     options.guest_metrics = args.guest_metrics;
