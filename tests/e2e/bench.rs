@@ -47,13 +47,7 @@ fn bench_json_reports_the_figures_asked_for_with_positive_numbers() {
 #[test]
 fn bench_world_p3_runs_the_wasi_0_3_echo() {
     let (code, stdout, stderr) = sockbox(&[
-        "bench",
-        "--quick",
-        "--world",
-        "p3",
-        "--only",
-        "tcp-rr-1",
-        "--json",
+        "bench", "--quick", "--world", "p3", "--only", "tcp-rr-1", "--json",
     ]);
     assert_eq!(code, Some(0), "{stderr}");
     let report: serde_json::Value = serde_json::from_str(&stdout)
@@ -67,7 +61,10 @@ fn bench_world_p3_runs_the_wasi_0_3_echo() {
     assert_eq!(rr["world"], "p3");
     assert_eq!(rr["guest_component"], "echo-p3");
     for field in ["guest", "native", "ratio"] {
-        assert!(rr[field].as_f64().is_some_and(|v| v > 0.0), "{field} of {rr}");
+        assert!(
+            rr[field].as_f64().is_some_and(|v| v > 0.0),
+            "{field} of {rr}"
+        );
     }
     assert_eq!(rr["failed"]["guest"], 0, "{rr}");
 }
