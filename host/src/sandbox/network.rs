@@ -30,58 +30,41 @@ pub(crate) fn grant(builder: &mut WasiCtxBuilder, gate: Arc<Gate>, shared: Arc<S
     });
 }
 
+/// Where a UDP socket's received datagrams are judged.
+#[derive(Clone, Copy)]
+pub(crate) enum Receive {
+    /// By the `receive` hook, a bounded batch a call (WASI 0.2, `link/udp.rs`): wasmtime-wasi
+    /// drops a datagram this check refuses inside a loop that reads the next one at once, so a
+    /// flood of refused datagrams would keep one host call spinning for as long as it lasts.
+    InHook,
+    /// Here, one datagram at a time (WASI 0.3 has no batch to judge in a hook). A refused one
+    /// costs a yield: wasmtime-wasi drops it and reads the next in a loop, and the yield lets
+    /// the guest's other tasks and every other guest run while a flood lasts.
+    Here,
+}
+
 /// The check of one UDP socket, with that socket's conversation state.
-///
-/// A received datagram is let through here and judged by the `receive` hook instead (see
-/// `link/udp.rs`): wasmtime-wasi drops a datagram this check refuses inside a loop that reads
-/// the next one at once, so a flood of refused datagrams would keep one host call (or one
-/// runtime task) spinning for as long as it lasts. The hook judges at most one batch per call.
 pub(crate) fn grant_udp_socket(
     builder: &mut WasiCtxBuilder,
     gate: Arc<Gate>,
     shared: Arc<Shared>,
     socket: Arc<UdpSocketState>,
+    receive: Receive,
 ) {
     builder.allow_udp(true);
     builder.socket_addr_check(move |addr, use_| {
-        let allowed = match use_ {
-            SocketAddrUse::UdpReceive => true,
-            SocketAddrUse::UdpBind | SocketAddrUse::UdpSend => {
-                let verdict = gate.check_udp(&socket, op(use_), addr, Instant::now());
-                if !verdict.repeat {
-                    shared.record(&verdict);
-                }
-                verdict.allowed
-            }
+        let judged_here = match use_ {
+            SocketAddrUse::UdpReceive => matches!(receive, Receive::Here),
+            SocketAddrUse::UdpBind | SocketAddrUse::UdpSend => true,
             // A UDP socket never asks about TCP; refuse rather than guess.
-            _ => false,
+            _ => return Box::pin(async { false }),
         };
-        Box::pin(async move { allowed })
-    });
-}
-
-/// The check of one WASI 0.3 UDP socket. 0.3 has no datagram batch to judge in a hook (its
-/// `receive` is one datagram per call), so each received datagram is judged here, and one the
-/// policy refuses costs a yield: wasmtime-wasi drops it and reads the next in a loop, and the
-/// yield lets the guest's other tasks and every other guest run while a flood of refused
-/// datagrams lasts.
-pub(crate) fn grant_udp_socket_p3(
-    builder: &mut WasiCtxBuilder,
-    gate: Arc<Gate>,
-    shared: Arc<Shared>,
-    socket: Arc<UdpSocketState>,
-) {
-    builder.allow_udp(true);
-    builder.socket_addr_check(move |addr, use_| {
-        let allowed = match use_ {
-            SocketAddrUse::UdpBind | SocketAddrUse::UdpSend | SocketAddrUse::UdpReceive => {
-                let verdict = gate.check_udp(&socket, op(use_), addr, Instant::now());
-                if !verdict.repeat {
-                    shared.record(&verdict);
-                }
-                verdict.allowed
+        let allowed = !judged_here || {
+            let verdict = gate.check_udp(&socket, op(use_), addr, Instant::now());
+            if !verdict.repeat {
+                shared.record(&verdict);
             }
-            _ => false,
+            verdict.allowed
         };
         Box::pin(async move {
             if !allowed && matches!(use_, SocketAddrUse::UdpReceive) {

@@ -29,11 +29,11 @@ use wasmtime_wasi::p2::bindings::sockets::udp::{
 };
 use wasmtime_wasi::p2::bindings::sockets::udp_create_socket;
 use wasmtime_wasi::p2::{SocketError, UdpSocket};
-use wasmtime_wasi::sockets::{WasiSocketsCtxView, WasiSocketsView};
+use wasmtime_wasi::sockets::{WasiSocketsCtx, WasiSocketsCtxView, WasiSocketsView};
 
 use super::{UDP, guest_code};
-use crate::policy::SocketOp;
-use crate::sandbox::network;
+use crate::policy::{SocketOp, UdpSocketState};
+use crate::sandbox::network::{self, Receive};
 use crate::sandbox::state::HostState;
 
 /// Refused datagrams one `receive` call reads at most before it returns to the guest (with
@@ -47,26 +47,36 @@ pub(crate) async fn create_socket(
     state: &mut HostState,
     family: IpAddressFamily,
 ) -> Result<Resource<UdpSocket>, SocketError> {
+    let (mut own, socket_state) = own_context(state, Receive::InHook);
+    let mut view = WasiSocketsCtxView {
+        ctx: &mut own,
+        table: &mut state.table,
+    };
+    let socket = udp_create_socket::Host::create_udp_socket(&mut view, family).await?;
+    state.udp.insert_socket(socket.rep(), &socket_state);
+    Ok(socket)
+}
+
+/// A sockets context holding one new UDP socket's own check, and that socket's state (for
+/// either world: `p3/sockets.rs` creates 0.3's sockets in it too).
+///
+/// wasmtime-wasi copies the context's check into each socket it creates, and offers no other
+/// way to give one socket its own: the socket is created in this context, with the guest's
+/// table.
+pub(super) fn own_context(
+    state: &HostState,
+    receive: Receive,
+) -> (WasiSocketsCtx, Arc<UdpSocketState>) {
     let socket_state = Arc::new(state.gate.udp_socket());
-    // wasmtime-wasi copies the context's check into each socket it creates, and offers no
-    // other way to give one socket its own: build a context with this socket's check and
-    // create the socket in it (the guest's table is the same).
     let mut builder = WasiCtxBuilder::new();
     network::grant_udp_socket(
         &mut builder,
         state.gate.clone(),
         state.shared.clone(),
         socket_state.clone(),
+        receive,
     );
-    let mut own = std::mem::take(builder.build().sockets());
-    let mut view = WasiSocketsCtxView {
-        ctx: &mut own,
-        table: &mut state.table,
-    };
-    let result = udp_create_socket::Host::create_udp_socket(&mut view, family).await;
-    let socket = result?;
-    state.udp.insert_socket(socket.rep(), &socket_state);
-    Ok(socket)
+    (std::mem::take(builder.build().sockets()), socket_state)
 }
 
 /// Replaces `udp-socket.stream` and `incoming-datagram-stream.receive` (see the module

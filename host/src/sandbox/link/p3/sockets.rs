@@ -13,12 +13,10 @@
 //! UDP readiness (a bind that serves) is reported by `bind`, which replaces the bind functions.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::Result;
 use wasmtime::component::{Access, Linker, Resource, ResourceType};
 use wasmtime::{AsContextMut, StoreContextMut};
-use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p3::bindings::sockets::types::{
     ErrorCode, HostTcpSocket, HostTcpSocketWithStore, HostUdpSocket, IpAddressFamily,
 };
@@ -30,7 +28,8 @@ use wasmtime_wasi::sockets::{
 use super::{SOCKETS, accept, guest_code};
 use crate::sandbox::ledger::Refusal;
 use crate::sandbox::link::sockets::admit_socket;
-use crate::sandbox::network;
+use crate::sandbox::link::udp;
+use crate::sandbox::network::Receive;
 use crate::sandbox::reuseport;
 use crate::sandbox::state::HostState;
 use crate::sandbox::types::Transport;
@@ -133,22 +132,13 @@ fn admit(
     })
 }
 
-/// A UDP socket with its own address check (as `link/udp.rs` makes 0.2's): wasmtime-wasi
-/// copies the context's check into each socket, so the socket is created in a context holding
-/// this socket's check, with the guest's table.
+/// A UDP socket with its own address check, as `link/udp.rs` makes 0.2's; 0.3's received
+/// datagrams are judged in that check.
 async fn create_udp(
     state: &mut HostState,
     family: IpAddressFamily,
 ) -> Result<Resource<UdpSocket>, SocketError> {
-    let socket_state = Arc::new(state.gate.udp_socket());
-    let mut builder = WasiCtxBuilder::new();
-    network::grant_udp_socket_p3(
-        &mut builder,
-        state.gate.clone(),
-        state.shared.clone(),
-        socket_state.clone(),
-    );
-    let mut own = std::mem::take(builder.build().sockets());
+    let (mut own, socket_state) = udp::own_context(state, Receive::Here);
     let mut view = WasiSocketsCtxView {
         ctx: &mut own,
         table: &mut state.table,
