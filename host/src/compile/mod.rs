@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use wasmtime::component::Component;
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, ProfilingStrategy};
 
 pub use cache::CompileCache;
 use cache::Origin;
@@ -30,6 +30,10 @@ pub(crate) fn engine() -> &'static Engine {
         config.wasm_component_model_async(true);
         // The epoch is advanced by the sandbox's busy watch (`sandbox/busy.rs`).
         config.epoch_interruption(true);
+        // `SOCKBOX_PROFILE=perfmap`: guest functions named for `perf` in /tmp/perf-PID.map.
+        if std::env::var_os("SOCKBOX_PROFILE").is_some_and(|v| v == "perfmap") {
+            config.profiler(ProfilingStrategy::PerfMap);
+        }
         Engine::new(&config).expect("a valid wasmtime configuration")
     })
 }
