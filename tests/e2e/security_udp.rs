@@ -46,17 +46,19 @@ async fn line_starting(guest: &RunningGuest, prefix: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_bound_to_send_hears_only_its_own_peers_and_is_never_ready() {
-    conversation(false).await;
-    // The same with instances (SO_REUSEPORT, and the bind to port 0 made unshared).
-    conversation(true).await;
+    for hostile in ["hostile", "hostile_p3"] {
+        conversation(hostile, false).await;
+        // The same with instances (SO_REUSEPORT, and the bind to port 0 made unshared).
+        conversation(hostile, true).await;
+    }
 }
 
-async fn conversation(share_ports: bool) {
+async fn conversation(hostile: &str, share_ports: bool) {
     // The policy of the report: a UDP server grant, and a send grant for one peer (the decoy).
     let decoy = loopback_socket("127.0.0.1");
     let decoy_addr = decoy.local_addr().unwrap();
     let stranger = loopback_socket("127.0.0.1");
-    let mut guest = Sandbox::builder(test_guest("hostile"))
+    let mut guest = Sandbox::builder(test_guest(hostile))
         .policy(policy(
             &[],
             &["127.0.0.1:0"],
@@ -134,9 +136,12 @@ async fn a_neighbours_hop_limits_do_not_stop_port_sharing() {
     let marked = line_starting(&neighbour, "RESULT hop-marks:255 ").await;
     assert!(marked.starts_with("ok "), "{marked}");
 
+    // Both worlds: WASI 0.3 sockets are found and shared by their own twins (`reuseport.rs`).
     for (guest, listen, udp) in [
         ("echo", &["127.0.0.1:0"][..], &[][..]),
         ("udp-echo", &[][..], &["127.0.0.1:0"][..]),
+        ("echo-p3", &["127.0.0.1:0"][..], &[][..]),
+        ("udp-echo-p3", &[][..], &["127.0.0.1:0"][..]),
     ] {
         let started = tokio::time::timeout(
             PATIENCE,
@@ -184,6 +189,19 @@ async fn a_neighbours_hop_limits_do_not_stop_port_sharing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_guest_cannot_join_a_port_group_through_a_range() {
+    // Owner and intruder in either world: a 0.3 group keeps out a 0.2 intruder and the reverse.
+    let worlds = [
+        ("", "hostile"),
+        ("-p3", "hostile_p3"),
+        ("", "hostile_p3"),
+        ("-p3", "hostile"),
+    ];
+    for (suffix, hostile) in worlds {
+        port_group_keeps_out(suffix, hostile).await;
+    }
+}
+
+async fn port_group_keeps_out(suffix: &str, hostile: &str) {
     for (server, listen, udp, attempt, use_) in [
         (
             "echo",
@@ -200,7 +218,8 @@ async fn another_guest_cannot_join_a_port_group_through_a_range() {
             "udp-bind",
         ),
     ] {
-        let (instances, sockets) = Sandbox::builder(server)
+        let server = format!("{server}{suffix}");
+        let (instances, sockets) = Sandbox::builder(server.as_str())
             .policy(policy(listen, udp, &[]))
             .capture_output(true)
             .start_instances(2)
@@ -209,7 +228,7 @@ async fn another_guest_cannot_join_a_port_group_through_a_range() {
         let port = sockets[0].addr.port();
         // Another guest with instances (SO_REUSEPORT) and a range that covers the port.
         let range = format!("{use_}=127.0.0.1:{}-{}", port.saturating_sub(5), port + 5);
-        let mut intruder = Sandbox::builder(test_guest("hostile"))
+        let mut intruder = Sandbox::builder(test_guest(hostile))
             .policy(policy(&[], &[], &[&range]))
             .share_ports(true)
             .args([
@@ -238,7 +257,7 @@ async fn another_guest_cannot_join_a_port_group_through_a_range() {
             assert!(exit.is_clean(), "{exit}");
         }
         // Once the owner is gone the address is free for others.
-        let mut later = Sandbox::builder(test_guest("hostile"))
+        let mut later = Sandbox::builder(test_guest(hostile))
             .policy(policy(&[], &[], &[&range]))
             .share_ports(true)
             .args([format!("{attempt}:127.0.0.1:{port}")])

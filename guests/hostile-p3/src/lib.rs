@@ -6,10 +6,15 @@
 //! unless an attempt is meant to end it. Attempts: `listen:ADDR` (`wasi-listen` is the same:
 //! 0.3 has only the raw calls) `connect:ADDR|NAME:PORT` `bound-connect:ADDR` `udp-bind:ADDR`
 //! `udp-send:ADDR` `udp-connect:ADDR` `dns:NAME` `fs:PATH` `fs-write:PATH` `fs-list:PATH` `env`
-//! `args` `alloc:MIB` `tcp-sockets:N` `udp-sockets:N` `trap` `exit:N` `spin` `hold`.
+//! `args` `alloc:MIB` `tcp-sockets:N` `udp-sockets:N` `trap` `exit:N` `spin` `hold`
+//! `udp-conversation:DECOY:MS` `dns-long:BYTES:COUNT` (as `hostile`'s, see its `udp_conv.rs`
+//! and `limits.rs`).
 //! Errors are WASI 0.3's error codes as WIT names them (`access-denied`).
 
+use std::cell::RefCell;
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::rc::Rc;
 
 use wasip3::exports::cli::run::Guest;
 use wasip3::sockets::types::{
@@ -71,6 +76,8 @@ async fn try_attempt(attempt: &str) -> Result<String, String> {
         ),
         "spin" => spin(),
         "hold" => hold().await,
+        "udp-conversation" => conversation(target).await,
+        "dns-long" => dns_long(target).await,
         _ => Err(format!("unknown attempt {attempt:?}")),
     }
 }
@@ -175,6 +182,90 @@ async fn resolve(name: &str) -> Result<Vec<IpAddr>, String> {
         .collect())
 }
 
+/// Two sockets bound to send (`0.0.0.0:0`), `PORTS <a> <b>` printed, the marker sent from `a`
+/// to DECOY; then for MS milliseconds every datagram either hears is answered and noted. A
+/// sandbox that made these sockets servers would let strangers in, and `b` hear `a`'s peer.
+async fn conversation(target: &str) -> Result<String, String> {
+    let (decoy, millis) = target
+        .rsplit_once(':')
+        .ok_or_else(|| format!("expected DECOY:MS, got {target:?}"))?;
+    let decoy = parse_addr(decoy)?;
+    let millis: u64 = millis
+        .parse()
+        .map_err(|_| format!("not a number of ms: {millis}"))?;
+    let bind_any = || -> Result<UdpSocket, String> {
+        let socket = UdpSocket::create(IpAddressFamily::Ipv4).map_err(describe)?;
+        let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+        socket.bind(to_wasi(any)).map_err(describe)?;
+        Ok(socket)
+    };
+    let sockets = [Rc::new(bind_any()?), Rc::new(bind_any()?)];
+    let port = |s: &UdpSocket| {
+        s.get_local_address()
+            .map(|a| from_wasi(a).port())
+            .map_err(describe)
+    };
+    println!("PORTS {} {}", port(&sockets[0])?, port(&sockets[1])?);
+    std::io::stdout().flush().map_err(describe_io)?;
+    let marker = sockets[0].send(MARKER.to_vec(), Some(to_wasi(decoy))).await;
+    marker.map_err(describe)?;
+    let heard = [Rc::new(RefCell::new(Vec::new())), Rc::default()];
+    let mut answering: Vec<_> = sockets
+        .iter()
+        .zip(&heard)
+        .map(|(socket, heard)| {
+            let (socket, heard) = (socket.clone(), heard.clone());
+            wasip3::spawn_local(async move {
+                while let Ok((bytes, from)) = socket.receive().await {
+                    // Reported as `hostile`'s: the bytes sent.
+                    let len = bytes.len();
+                    let answer = socket.send(bytes, Some(from)).await;
+                    let answer = answer.map(|()| len).map_err(describe);
+                    let from = from_wasi(from);
+                    heard
+                        .borrow_mut()
+                        .push(format!("{from}(answer {answer:?})"));
+                }
+            })
+        })
+        .collect();
+    wasip3::clocks::monotonic_clock::wait_for(millis * 1_000_000).await;
+    answering.iter_mut().for_each(|task| task.cancel());
+    let [a, b] = heard.map(|h| h.borrow().clone());
+    Ok(format!("a heard {a:?} b heard {b:?}"))
+}
+
+/// COUNT lookups of a well-formed name of BYTES bytes (labels of 63 letters); all must fail
+/// the same way, reported as `COUNT refused with <error>`.
+async fn dns_long(target: &str) -> Result<String, String> {
+    let (bytes, count) = target
+        .split_once(':')
+        .ok_or_else(|| format!("expected BYTES:COUNT, got {target:?}"))?;
+    let bytes: usize = bytes
+        .parse()
+        .map_err(|_| format!("not a length: {bytes}"))?;
+    let count: usize = count.parse().map_err(|_| format!("not a count: {count}"))?;
+    let name: String = (0..bytes)
+        .map(|i| if i % 64 == 63 { '.' } else { 'a' })
+        .collect();
+    let mut first: Option<String> = None;
+    for i in 0..count {
+        let error = match resolve(&name).await {
+            Ok(_) => return Err(format!("lookup {i} was answered")),
+            Err(error) => kebab(&error),
+        };
+        match &first {
+            None => first = Some(error),
+            Some(seen) if *seen != error => return Err(format!("{seen}, then {error}")),
+            Some(_) => {}
+        }
+    }
+    Ok(format!(
+        "{count} refused with {}",
+        first.unwrap_or_default()
+    ))
+}
+
 /// Creates up to `count` sockets and keeps each one, as a guest leaking sockets would; stops
 /// at the first refusal.
 fn hoard(kind: &str, count: &str) -> Result<String, String> {
@@ -236,9 +327,13 @@ fn describe(code: ErrorCode) -> String {
     if let ErrorCode::Other(Some(text)) = &code {
         return text.clone();
     }
-    // wit-bindgen prints `error-code::access-denied`, or `ErrorCode::AccessDenied`.
-    let debug = format!("{code:?}");
-    let name = debug.rsplit("::").next().unwrap_or(&debug);
+    kebab(&format!("{code:?}"))
+}
+
+/// A WIT name from wit-bindgen's debug form: `error-code::access-denied`, or
+/// `ErrorCode::AccessDenied`, both give `access-denied`.
+fn kebab(debug: &str) -> String {
+    let name = debug.rsplit("::").next().unwrap_or(debug);
     let mut kebab = String::new();
     for (i, c) in name.chars().enumerate() {
         if c.is_ascii_uppercase() && i > 0 {
