@@ -10,6 +10,10 @@ use tokio::net::TcpStream;
 use crate::chat::Client as ChatClient;
 use crate::support::{PATIENCE, policy, read_frame, start, stop_clean, tcp, write_frame};
 
+/// Every built-in here runs in both worlds: its WASI 0.2 form and its 0.3 form (`NAME-p3`), so
+/// the SDK's timers, reads and writes are tried in both backends.
+const WORLDS: [&str; 2] = ["", "-p3"];
+
 /// The error frame of docs/contract.md: `u32` length, then `ERR frame too large`.
 const TOO_LARGE: &[u8] = b"\x00\x00\x00\x13ERR frame too large";
 
@@ -60,8 +64,19 @@ async fn stderr_says(guest: &sockbox::RunningGuest, text: &str) {
 
 #[tokio::test]
 async fn a_silent_client_is_closed_after_the_idle_timeout() {
+    for world in WORLDS {
+        a_silent_client_is_closed_after_the_idle_timeout_in(world).await;
+    }
+}
+
+async fn a_silent_client_is_closed_after_the_idle_timeout_in(world: &str) {
     let args = ["--idle-timeout", "1s", "--read-timeout", "10s"];
-    let (guest, sockets) = start("framing", policy(&["127.0.0.1:0"], &[], &[]), &args).await;
+    let (guest, sockets) = start(
+        format!("framing{world}").as_str(),
+        policy(&["127.0.0.1:0"], &[], &[]),
+        &args,
+    )
+    .await;
     let addr = tcp(&sockets);
     let mut silent = TcpStream::connect(addr).await.unwrap();
     assert_eq!(
@@ -76,8 +91,19 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_slowloris_client_is_closed_after_the_read_timeout() {
+    for world in WORLDS {
+        a_slowloris_client_is_closed_after_the_read_timeout_in(world).await;
+    }
+}
+
+async fn a_slowloris_client_is_closed_after_the_read_timeout_in(world: &str) {
     let args = ["--idle-timeout", "30s", "--read-timeout", "1s"];
-    let (guest, sockets) = start("framing", policy(&["127.0.0.1:0"], &[], &[]), &args).await;
+    let (guest, sockets) = start(
+        format!("framing{world}").as_str(),
+        policy(&["127.0.0.1:0"], &[], &[]),
+        &args,
+    )
+    .await;
     let addr = tcp(&sockets);
     let mut slow = TcpStream::connect(addr).await.unwrap();
     slow.set_nodelay(true).unwrap();
@@ -120,8 +146,19 @@ async fn a_slowloris_client_is_closed_after_the_read_timeout() {
 
 #[tokio::test]
 async fn rcmd_takes_the_same_timeouts() {
+    for world in WORLDS {
+        rcmd_takes_the_same_timeouts_in(world).await;
+    }
+}
+
+async fn rcmd_takes_the_same_timeouts_in(world: &str) {
     let args = ["--idle-timeout", "1s"];
-    let (guest, sockets) = start("rcmd", policy(&["127.0.0.1:0"], &[], &[]), &args).await;
+    let (guest, sockets) = start(
+        format!("rcmd{world}").as_str(),
+        policy(&["127.0.0.1:0"], &[], &[]),
+        &args,
+    )
+    .await;
     let addr = tcp(&sockets);
     let mut silent = TcpStream::connect(addr).await.unwrap();
     assert_eq!(read_until_closed(&mut silent).await, b"");
@@ -131,8 +168,19 @@ async fn rcmd_takes_the_same_timeouts() {
 
 #[tokio::test]
 async fn a_chat_client_that_never_reads_is_dropped_and_the_others_told() {
+    for world in WORLDS {
+        a_chat_client_that_never_reads_is_dropped_and_the_others_told_in(world).await;
+    }
+}
+
+async fn a_chat_client_that_never_reads_is_dropped_and_the_others_told_in(world: &str) {
     let args = ["--max-queue", "65536"];
-    let (guest, sockets) = start("chat", policy(&["127.0.0.1:0"], &[], &[]), &args).await;
+    let (guest, sockets) = start(
+        format!("chat{world}").as_str(),
+        policy(&["127.0.0.1:0"], &[], &[]),
+        &args,
+    )
+    .await;
     let addr = tcp(&sockets);
     let mut talker = ChatClient::join(addr, "talker").await;
     let mut listener = ChatClient::join(addr, "listener").await;
@@ -181,8 +229,19 @@ async fn a_chat_client_that_never_reads_is_dropped_and_the_others_told() {
 
 #[tokio::test]
 async fn garbage_gets_the_error_frame_and_the_next_client_is_served() {
+    for world in WORLDS {
+        garbage_gets_the_error_frame_and_the_next_client_is_served_in(world).await;
+    }
+}
+
+async fn garbage_gets_the_error_frame_and_the_next_client_is_served_in(world: &str) {
     for guest_name in ["framing", "rcmd"] {
-        let (guest, sockets) = start(guest_name, policy(&["127.0.0.1:0"], &[], &[]), &[]).await;
+        let (guest, sockets) = start(
+            format!("{guest_name}{world}").as_str(),
+            policy(&["127.0.0.1:0"], &[], &[]),
+            &[],
+        )
+        .await;
         let addr = tcp(&sockets);
         // An HTTP request read as a frame header announces about 1.2 GB.
         let mut garbage = TcpStream::connect(addr).await.unwrap();
@@ -206,7 +265,18 @@ async fn garbage_gets_the_error_frame_and_the_next_client_is_served() {
 
 #[tokio::test]
 async fn rcmd_answers_a_frame_of_binary_garbage_with_an_error_and_serves_on() {
-    let (guest, sockets) = start("rcmd", policy(&["127.0.0.1:0"], &[], &[]), &[]).await;
+    for world in WORLDS {
+        rcmd_answers_a_frame_of_binary_garbage_with_an_error_and_serves_on_in(world).await;
+    }
+}
+
+async fn rcmd_answers_a_frame_of_binary_garbage_with_an_error_and_serves_on_in(world: &str) {
+    let (guest, sockets) = start(
+        format!("rcmd{world}").as_str(),
+        policy(&["127.0.0.1:0"], &[], &[]),
+        &[],
+    )
+    .await;
     let mut stream = TcpStream::connect(tcp(&sockets)).await.unwrap();
     write_frame(&mut stream, &[0xff, 0xfe, 0x00, 0x80, 0xc3]).await;
     let reply = read_frame(&mut stream).await;
@@ -223,7 +293,18 @@ async fn rcmd_answers_a_frame_of_binary_garbage_with_an_error_and_serves_on() {
 
 #[tokio::test]
 async fn an_oversized_header_to_rcmd_gets_the_error_frame_and_a_close() {
-    let (guest, sockets) = start("rcmd", policy(&["127.0.0.1:0"], &[], &[]), &[]).await;
+    for world in WORLDS {
+        an_oversized_header_to_rcmd_gets_the_error_frame_and_a_close_in(world).await;
+    }
+}
+
+async fn an_oversized_header_to_rcmd_gets_the_error_frame_and_a_close_in(world: &str) {
+    let (guest, sockets) = start(
+        format!("rcmd{world}").as_str(),
+        policy(&["127.0.0.1:0"], &[], &[]),
+        &[],
+    )
+    .await;
     let addr = tcp(&sockets);
     let mut offender = TcpStream::connect(addr).await.unwrap();
     offender
@@ -237,8 +318,19 @@ async fn an_oversized_header_to_rcmd_gets_the_error_frame_and_a_close() {
 
 #[tokio::test]
 async fn a_frame_cut_short_by_a_close_or_a_reset_costs_only_that_connection() {
+    for world in WORLDS {
+        a_frame_cut_short_by_a_close_or_a_reset_costs_only_that_connection_in(world).await;
+    }
+}
+
+async fn a_frame_cut_short_by_a_close_or_a_reset_costs_only_that_connection_in(world: &str) {
     for guest_name in ["framing", "rcmd"] {
-        let (guest, sockets) = start(guest_name, policy(&["127.0.0.1:0"], &[], &[]), &[]).await;
+        let (guest, sockets) = start(
+            format!("{guest_name}{world}").as_str(),
+            policy(&["127.0.0.1:0"], &[], &[]),
+            &[],
+        )
+        .await;
         let addr = tcp(&sockets);
         for reset in [false, true] {
             let mut cut = TcpStream::connect(addr).await.unwrap();
@@ -276,7 +368,18 @@ async fn a_frame_cut_short_by_a_close_or_a_reset_costs_only_that_connection() {
 
 #[tokio::test]
 async fn a_reset_in_the_middle_of_a_long_reply_costs_only_that_connection() {
-    let (guest, sockets) = start("rcmd", policy(&["127.0.0.1:0"], &[], &[]), &[]).await;
+    for world in WORLDS {
+        a_reset_in_the_middle_of_a_long_reply_costs_only_that_connection_in(world).await;
+    }
+}
+
+async fn a_reset_in_the_middle_of_a_long_reply_costs_only_that_connection_in(world: &str) {
+    let (guest, sockets) = start(
+        format!("rcmd{world}").as_str(),
+        policy(&["127.0.0.1:0"], &[], &[]),
+        &[],
+    )
+    .await;
     let addr = tcp(&sockets);
     let mut greedy = TcpStream::connect(addr).await.unwrap();
     write_frame(&mut greedy, b"seq 1000000").await; // about 6.9 MB back
@@ -290,7 +393,18 @@ async fn a_reset_in_the_middle_of_a_long_reply_costs_only_that_connection() {
 
 #[tokio::test]
 async fn shutdown_answers_every_frame_in_hand_before_closing() {
-    let (mut guest, sockets) = start("framing", policy(&["127.0.0.1:0"], &[], &[]), &[]).await;
+    for world in WORLDS {
+        shutdown_answers_every_frame_in_hand_before_closing_in(world).await;
+    }
+}
+
+async fn shutdown_answers_every_frame_in_hand_before_closing_in(world: &str) {
+    let (mut guest, sockets) = start(
+        format!("framing{world}").as_str(),
+        policy(&["127.0.0.1:0"], &[], &[]),
+        &[],
+    )
+    .await;
     let addr = tcp(&sockets);
     let payload: Vec<u8> = (0..200_000).map(|i| (i % 251) as u8).collect();
     let frame = sockbox_wire::encode_frame(&payload);

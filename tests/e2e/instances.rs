@@ -25,7 +25,14 @@ fn echo_clients(addr: std::net::SocketAddr, count: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_one_port_and_both_serve() {
-    let (guests, sockets) = Sandbox::builder("echo")
+    // WASI 0.2 and 0.3: each world's listen shares the port through its own hook.
+    for echo in ["echo", "echo-p3"] {
+        share_one_port(echo).await;
+    }
+}
+
+async fn share_one_port(echo: &str) {
+    let (guests, sockets) = Sandbox::builder(echo)
         .policy(policy(&["127.0.0.1:0"], &[], &[]))
         .capture_output(true)
         .start_instances(2)
@@ -50,8 +57,8 @@ async fn two_instances_share_one_port_and_both_serve() {
             .count();
         assert!(accepted > 0, "instance {} accepted no client", guest.name());
     }
-    assert_eq!(guests[0].name(), "echo#0");
-    assert_eq!(guests[1].name(), "echo#1");
+    assert_eq!(guests[0].name(), format!("{echo}#0"));
+    assert_eq!(guests[1].name(), format!("{echo}#1"));
     for guest in guests {
         let exit = guest.stop(Duration::from_secs(10)).await;
         assert!(exit.is_clean(), "{exit}");
@@ -60,13 +67,19 @@ async fn two_instances_share_one_port_and_both_serve() {
 
 #[test]
 fn run_with_instances_prints_one_ready_line_and_stops_all_on_sigterm() {
+    for echo in ["echo", "echo-p3"] {
+        instances_stop_on_sigterm(echo);
+    }
+}
+
+fn instances_stop_on_sigterm(echo: &str) {
     let dir = std::env::temp_dir().join(format!("sockbox-instances-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let audit = dir.join("audit.jsonl");
+    let audit = dir.join(format!("{echo}-audit.jsonl"));
     let _ = std::fs::remove_file(&audit);
     let mut cli = Cli::spawn(&[
         "run",
-        "echo",
+        echo,
         "--listen",
         "127.0.0.1:0",
         "--instances",
@@ -79,7 +92,7 @@ fn run_with_instances_prints_one_ready_line_and_stops_all_on_sigterm() {
     echo_clients(addr, 64);
     cli.signal("TERM");
     let (code, stderr) = cli.finish();
-    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(code, Some(0), "{echo}: {stderr}");
     let mut rest = String::new();
     cli.stdout.read_to_string(&mut rest).unwrap();
     assert_eq!(
@@ -88,7 +101,7 @@ fn run_with_instances_prints_one_ready_line_and_stops_all_on_sigterm() {
     );
 
     let log = std::fs::read_to_string(&audit).unwrap();
-    for name in ["echo#0", "echo#1"] {
+    for name in [format!("{echo}#0"), format!("{echo}#1")] {
         let accepts = log
             .lines()
             .filter(|l| l.contains(&format!("\"guest\":\"{name}\"")) && l.contains("tcp-accept"))

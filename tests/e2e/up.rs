@@ -194,6 +194,15 @@ listen = ["127.0.0.1:0"]
 component = "udp-echo"
 udp = ["127.0.0.1:0"]
 audit = "udp-audit.jsonl"
+
+# The same two in WASI 0.3, beside them.
+[guests.echo3]
+component = "echo-p3"
+listen = ["127.0.0.1:0"]
+
+[guests.udp3]
+component = "udp-echo-p3"
+udp = ["127.0.0.1:0"]
 "#,
     );
     let audit = path.with_file_name("audit.jsonl");
@@ -201,21 +210,23 @@ audit = "udp-audit.jsonl"
     let _ = std::fs::remove_file(&audit);
     let _ = std::fs::remove_file(&udp_audit);
     let mut up = Up::start(&path, &["--audit", audit.to_str().unwrap()]);
-    let ready = up.ready_by_guest(2);
-    let (transport, echo) = &ready["echo"];
-    assert_eq!(transport, "tcp");
-    let (transport, udp) = &ready["udp"];
-    assert_eq!(transport, "udp");
-    assert_ne!(echo.port(), 0);
-    assert_ne!(udp.port(), 0);
+    let ready = up.ready_by_guest(4);
+    for (echo, udp) in [("echo", "udp"), ("echo3", "udp3")] {
+        let (transport, echo) = &ready[echo];
+        assert_eq!(transport, "tcp");
+        let (transport, udp) = &ready[udp];
+        assert_eq!(transport, "udp");
+        assert_ne!(echo.port(), 0);
+        assert_ne!(udp.port(), 0);
 
-    echo_roundtrip(*echo, b"hello from a neighbour");
-    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    client.set_read_timeout(Some(PATIENCE)).unwrap();
-    client.send_to(b"datagram", udp).unwrap();
-    let mut buf = [0u8; 64];
-    let (n, from) = client.recv_from(&mut buf).expect("udp echo reply");
-    assert_eq!((&buf[..n], from), (&b"datagram"[..], *udp));
+        echo_roundtrip(*echo, b"hello from a neighbour");
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.set_read_timeout(Some(PATIENCE)).unwrap();
+        client.send_to(b"datagram", udp).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = client.recv_from(&mut buf).expect("udp echo reply");
+        assert_eq!((&buf[..n], from), (&b"datagram"[..], *udp));
+    }
 
     up.terminate();
     let (status, stderr) = up.finish();
@@ -456,13 +467,19 @@ args = ["hold"]
 
 #[test]
 fn a_restarted_guest_keeps_its_port_and_says_ready_again() {
+    for component in ["rcmd", "rcmd-p3"] {
+        restarted_keeps_its_port(component);
+    }
+}
+
+fn restarted_keeps_its_port(component: &str) {
     // `seq 1000000` builds ~7 MB of output: past 6 MiB of memory rcmd traps, and is restarted.
     let path = manifest(
-        "port",
+        &format!("port-{component}"),
         &format!(
             r#"{FAST_RESTARTS}
 [guests.rcmd]
-component = "rcmd"
+component = "{component}"
 listen = ["127.0.0.1:0"]
 restart = "on-failure"
 [guests.rcmd.limits]
@@ -487,7 +504,7 @@ max-memory = "6MiB"
     up.terminate();
     let (status, stderr) = up.finish();
     // It was restarted and then stopped by the signal: nothing failed for good.
-    assert_eq!(status, Some(0), "stderr:\n{stderr}");
+    assert_eq!(status, Some(0), "{component}: stderr:\n{stderr}");
     assert!(stderr.contains("guest `rcmd` started (run 2)"), "{stderr}");
 }
 
