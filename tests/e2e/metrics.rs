@@ -265,6 +265,46 @@ max-memory = "16MiB"
 }
 
 #[test]
+fn busy_kills_and_restarts_are_counted_per_run() {
+    // A guest that computes without yielding: stopped by max-busy at each of its three runs
+    // (the first and two restarts), while echo keeps the process (and its listener) up.
+    let dir = temp_dir("metrics-busy");
+    let manifest = dir.join("up.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"
+[supervisor]
+restart-delay = 10
+max-restarts = 2
+
+[guests.echo]
+component = "echo"
+listen = ["127.0.0.1:0"]
+
+[guests.spin]
+component = '{hostile}'
+args = ["spin"]
+restart = "on-failure"
+[guests.spin.limits]
+max-busy = 100
+"#,
+            hostile = test_guest("hostile").display()
+        ),
+    )
+    .unwrap();
+    let mut up = Process::start(&["up", manifest.to_str().unwrap()]);
+    let (_, echo, _) = up.ready();
+    up.wait_value("sockbox_busy_kills_total{guest=\"spin\"}", 3.0);
+    assert_eq!(up.value("sockbox_restarts_total{guest=\"spin\"}"), 2.0);
+    assert_eq!(up.value("sockbox_memory_kills_total{guest=\"spin\"}"), 0.0);
+    assert_eq!(up.value("sockbox_busy_kills_total{guest=\"echo\"}"), 0.0);
+    assert_eq!(up.value("sockbox_restarts_total{guest=\"echo\"}"), 0.0);
+    echo_once(echo, b"beside a runaway");
+    assert!(up.alive());
+}
+
+#[test]
 fn run_metrics_count_one_guest_and_hostile_http_clients_are_bounded() {
     let mut run = Process::start(&["run", "echo", "--listen", "127.0.0.1:0"]);
     let (_, addr, _) = run.ready();
