@@ -7,7 +7,8 @@
 //! 0.3 sockets unchanged: wasmtime-wasi's 0.3 sockets are the same host sockets as 0.2's, and
 //! carry the same check. What sockbox does by replacing 0.2 functions gets its 0.3 twin here:
 //! sockets counted against the guest's limits and readiness ([`sockets`]), accepted connections
-//! counted ([`accept`]), shared ports ([`bind`]), names judged by the policy ([`dns`]).
+//! counted ([`accept`]), shared ports ([`bind`]), names judged by the policy ([`dns`]),
+//! datagrams counted for metrics ([`traffic`]).
 //!
 //! 0.3 has no `wasi:io/error` (errors are codes), so `errors` has no twin; nor has `linger`: a
 //! 0.3 write stays in the guest's memory until the socket takes it (wasmtime-wasi writes from the
@@ -19,6 +20,7 @@ mod bind;
 mod dns;
 mod sockets;
 mod stop;
+mod traffic;
 
 use anyhow::Result;
 use wasmtime::component::Linker;
@@ -40,6 +42,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> Result<()> {
     bind::add_hooks(linker)?;
     dns::add_to_linker(linker)?;
     stop::add_to_linker(linker)?;
+    traffic::add_hooks(linker)?;
     Ok(())
 }
 
