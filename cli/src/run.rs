@@ -12,7 +12,8 @@ use super::Failure;
 use sockbox::audit::{AuditLog, DEFAULT_AUDIT_MAX_SIZE};
 use sockbox::policy::Limits;
 use sockbox::{
-    CompileCache, GuestExit, GuestSource, Metrics, Policy, RunningGuest, Sandbox, SandboxBuilder,
+    CompileCache, GuestExit, GuestSource, Metrics, Policy, ReadySocket, RunningGuest, Sandbox,
+    SandboxBuilder,
 };
 
 /// How long a guest gets to return after it was asked to stop.
@@ -258,8 +259,9 @@ pub(crate) async fn supervise(
     ready_lines: ReadyLines,
 ) -> GuestExit {
     let mut sockets = guest.socket_watch();
+    let (stop_printer, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let printer = tokio::spawn(async move {
-        while let Some(socket) = sockets.next().await {
+        let print = |socket: ReadySocket| {
             // One line per socket, flushed at once: scripts wait for it.
             let line = format!("ready {socket}");
             if ready_lines == ReadyLines::Stdout {
@@ -269,7 +271,16 @@ pub(crate) async fn supervise(
             } else {
                 eprintln!("{line}");
             }
+        };
+        loop {
+            tokio::select! {
+                biased;
+                Some(socket) = sockets.next() => print(socket),
+                _ = &mut stopped => break,
+            }
         }
+        // A guest that exits right after listening was still ready: its line is owed.
+        sockets.ready_now().into_iter().for_each(print);
     });
 
     let signal = tokio::select! {
@@ -293,9 +304,9 @@ pub(crate) async fn supervise(
         }
         None => guest.finish(GRACE).await,
     };
-    // Let a ready line that raced with the exit get printed, then stop the printer.
-    tokio::task::yield_now().await;
-    printer.abort();
+    // The printer prints what is left and ends.
+    let _ = stop_printer.send(());
+    let _ = printer.await;
 
     exit
 }

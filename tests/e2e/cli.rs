@@ -143,6 +143,39 @@ fn with_no_grant_at_all_not_even_a_socket_is_created() {
 }
 
 #[test]
+fn a_guest_that_exits_right_after_listening_still_gets_its_ready_line() {
+    // The line races the guest's exit (the printer used to be stopped after one yield, and
+    // lost it when busy cores delayed it): many runs at once, so the cores are busy.
+    for hostile in crate::escape::HOSTILES {
+        let guest = crate::support::test_guest(hostile);
+        let runs: Vec<_> = (0..12)
+            .map(|_| {
+                let guest = guest.clone();
+                std::thread::spawn(move || {
+                    sockbox(&[
+                        "run",
+                        guest.to_str().unwrap(),
+                        "--listen",
+                        "127.0.0.1:0",
+                        "--",
+                        "listen:127.0.0.1:0",
+                    ])
+                })
+            })
+            .collect();
+        for run in runs {
+            let (code, stdout, stderr) = run.join().unwrap();
+            assert_eq!(code, Some(0), "{stderr}");
+            assert!(stdout.contains("RESULT listen:127.0.0.1:0 ok"), "{stdout}");
+            let ready = stdout
+                .lines()
+                .filter(|l| l.starts_with("ready tcp 127.0.0.1:"));
+            assert_eq!(ready.count(), 1, "{hostile}: {stdout}\n{stderr}");
+        }
+    }
+}
+
+#[test]
 fn max_memory_stops_a_guest_that_grows_past_it() {
     for hostile in crate::escape::HOSTILES {
         max_memory_stops(hostile);

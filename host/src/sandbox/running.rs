@@ -48,6 +48,14 @@ impl SocketWatch {
         self.seen += 1;
         Some(readiness.sockets[seen])
     }
+
+    /// The sockets ready and not yet returned, without waiting: what a guest that has ended
+    /// got ready in its last moments.
+    pub fn ready_now(&mut self) -> Vec<ReadySocket> {
+        let sockets = self.readiness.borrow().sockets[self.seen..].to_vec();
+        self.seen += sockets.len();
+        sockets
+    }
 }
 
 /// A guest that has started. Dropping it kills the guest.
