@@ -165,10 +165,7 @@ async fn udp_send(to: SocketAddr, connected: bool) -> Result<String, String> {
 
 async fn resolve(name: &str) -> Result<Vec<IpAddr>, String> {
     let found = wasip3::sockets::ip_name_lookup::resolve_addresses(name.to_string()).await;
-    let found = found.map_err(|code| {
-        let debug = format!("{code:?}");
-        debug.rsplit("::").next().unwrap_or(&debug).to_string()
-    })?;
+    let found = found.map_err(|code| kebab(&format!("{code:?}")))?;
     Ok(found
         .into_iter()
         .map(|ip| match ip {
@@ -252,7 +249,7 @@ async fn dns_long(target: &str) -> Result<String, String> {
     for i in 0..count {
         let error = match resolve(&name).await {
             Ok(_) => return Err(format!("lookup {i} was answered")),
-            Err(error) => kebab(&error),
+            Err(error) => error,
         };
         match &first {
             None => first = Some(error),
