@@ -9,7 +9,8 @@ use std::process::{Child, ChildStderr, ChildStdout, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::support::{PATIENCE, sockbox_command, temp_dir, test_guest};
+use crate::support::{PATIENCE, sockbox_command, test_guest};
+use crate::up::manifest;
 
 /// A `sockbox run`/`up` with `--metrics 127.0.0.1:0`: its metrics address read from stderr.
 struct Process {
@@ -171,11 +172,9 @@ fn up_metrics_move_with_traffic_and_denials_and_readyz_flips_both_ways() {
     // max-memory and fails for good.
     let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = upstream.local_addr().unwrap().port();
-    let dir = temp_dir("metrics-up");
-    let manifest = dir.join("up.toml");
-    std::fs::write(
-        &manifest,
-        format!(
+    let manifest = manifest(
+        "metrics-up",
+        &format!(
             r#"
 [guests.echo]
 component = "echo"
@@ -190,17 +189,15 @@ component = "udp-echo-p3"
 udp = ["127.0.0.1:0"]
 
 [guests.hostile]
-component = '{hostile}'
+component = HOSTILE
 listen = ["127.0.0.1:0"]
 allow = ["tcp-connect=127.0.0.1:{port}"]
 args = ["listen:127.0.0.1:0", "dns:example.com", "connect:127.0.0.1:9", "debug-string:127.0.0.1:{port}", "alloc:256"]
 [guests.hostile.limits]
 max-memory = "16MiB"
-"#,
-            hostile = test_guest("hostile").display()
+"#
         ),
-    )
-    .unwrap();
+    );
     let mut up = Process::start(&["up", manifest.to_str().unwrap()]);
     // The listener is up before any guest: not ready yet, or ready once all three are.
     let (status, _) = up.get("/healthz");
@@ -276,12 +273,9 @@ max-memory = "16MiB"
 fn busy_kills_and_restarts_are_counted_per_run() {
     // A guest that computes without yielding: stopped by max-busy at each of its three runs
     // (the first and two restarts), while echo keeps the process (and its listener) up.
-    let dir = temp_dir("metrics-busy");
-    let manifest = dir.join("up.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            r#"
+    let manifest = manifest(
+        "metrics-busy",
+        r#"
 [supervisor]
 restart-delay = 10
 max-restarts = 2
@@ -291,16 +285,13 @@ component = "echo"
 listen = ["127.0.0.1:0"]
 
 [guests.spin]
-component = '{hostile}'
+component = HOSTILE
 args = ["spin"]
 restart = "on-failure"
 [guests.spin.limits]
 max-busy = 100
 "#,
-            hostile = test_guest("hostile").display()
-        ),
-    )
-    .unwrap();
+    );
     let mut up = Process::start(&["up", manifest.to_str().unwrap()]);
     let (_, echo, _) = up.ready();
     up.wait_value("sockbox_busy_kills_total{guest=\"spin\"}", 3.0);

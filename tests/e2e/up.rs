@@ -19,7 +19,7 @@ const FAST_RESTARTS: &str = "[supervisor]\nrestart-delay = 10\nmax-restarts = 2\
 
 /// Writes `text` as `up.toml` in a fresh directory; `HOSTILE` in it becomes the hostile
 /// guest's path.
-fn manifest(test: &str, text: &str) -> PathBuf {
+pub(crate) fn manifest(test: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sockbox-up-{}-{test}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("up.toml");
